@@ -1,0 +1,1 @@
+"""Shared pieces for wsse's tests: free ports, processes, memory readings."""

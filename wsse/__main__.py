@@ -1,0 +1,3 @@
+from wsse._cli import main
+
+main()

@@ -1,0 +1,159 @@
+"""
+What a request and its response look like on the other side of wsse.
+
+Shared by the HTTP passthrough and the WebSocket relays so that the app sees the
+same headers whichever way a browser reached it: everything the browser sent
+(repeated headers kept apart, raw bytes), minus hop-by-hop headers, plus the
+C{X-Forwarded-*} trio.  Location and Refresh are rewritten as nginx's
+C{proxy_redirect default} does.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IRequest
+
+from wsse._target import Target
+
+# RFC 9110 section 7.6.1, plus the legacy Proxy-Connection.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+
+
+class HostHeader(Enum):
+    """Which Host the app is told."""
+
+    ORIGINAL = "original"  # the browser's, like nginx's "proxy_set_header Host $http_host"
+    TARGET = "target"  # the target's host:port, like nginx's default $proxy_host
+
+
+def split_mount(request: IRequest) -> tuple[bytes, bytes]:
+    """
+    The raw path at which wsse is mounted (ending in C{/}), and the rest of the
+    raw request target (path and query), which is what the app is asked for.
+
+    Called from a leaf one level below wsse's root resource, so C{prepath} holds
+    the mount's segments plus one.  The split counts raw C{/} as twisted.web did
+    when it made C{prepath}, so no byte of the path is decoded or re-encoded.
+    """
+    depth = len(request.prepath) - 1
+    uri = request.uri
+    if depth == 0:
+        return b"/", uri
+    cut = 0
+    for _ in range(depth + 1):
+        cut = uri.index(b"/", cut) + 1
+    return uri[:cut], b"/" + uri[cut:]
+
+
+def _connection_tokens(headers: Headers) -> set[bytes]:
+    tokens = set()
+    for value in headers.getRawHeaders(b"connection", []):
+        tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def _end_to_end(headers: Headers, also_drop: frozenset[bytes]) -> Headers:
+    dropped = HOP_BY_HOP | also_drop | _connection_tokens(headers)
+    result = Headers()
+    for name, values in headers.getAllRawHeaders():
+        if name.lower() not in dropped:
+            result.setRawHeaders(name, list(values))
+    return result
+
+
+def _client_host(request: IRequest) -> bytes | None:
+    address = request.getClientAddress()
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return address.host.encode("ascii")
+    return None
+
+
+def upstream_request_headers(
+    request: IRequest, target: Target, host_header: HostHeader
+) -> Headers:
+    """
+    The headers to send the app for this request.
+
+    Content-Length is left out: the HTTP client derives it from the body it
+    sends, and a forwarded copy would appear twice.  X-Forwarded-Proto and
+    X-Forwarded-Host set by a gateway in front are kept, since they describe
+    the browser's view better than wsse's own connection does.
+    """
+    incoming = request.requestHeaders
+    headers = _end_to_end(incoming, frozenset({b"content-length", b"host"}))
+    original_host = incoming.getRawHeaders(b"host", [None])[0]
+    if host_header is HostHeader.TARGET or original_host is None:
+        headers.setRawHeaders(b"host", [target.authority])
+    else:
+        headers.setRawHeaders(b"host", [original_host])
+    client = _client_host(request)
+    if client is not None:
+        chain = incoming.getRawHeaders(b"x-forwarded-for", [])
+        headers.setRawHeaders(b"x-forwarded-for", [b", ".join([*chain, client])])
+    if not headers.hasHeader(b"x-forwarded-proto"):
+        headers.setRawHeaders(b"x-forwarded-proto", [b"https" if request.isSecure() else b"http"])
+    if not headers.hasHeader(b"x-forwarded-host") and original_host is not None:
+        headers.setRawHeaders(b"x-forwarded-host", [original_host])
+    return headers
+
+
+def websocket_handshake_headers(
+    request: IRequest, target: Target, host_header: HostHeader
+) -> Headers:
+    """The upgrade request's headers: end-to-end ones plus C{Upgrade}/C{Connection}."""
+    headers = upstream_request_headers(request, target, host_header)
+    headers.setRawHeaders(b"upgrade", [b"websocket"])
+    headers.setRawHeaders(b"connection", [b"Upgrade"])
+    return headers
+
+
+def copy_response_headers(
+    upstream: Headers, request: IRequest, target: Target, mount_path: bytes
+) -> None:
+    """Replace the request's response headers with the app's end-to-end ones."""
+    headers = _end_to_end(upstream, frozenset())
+    location = headers.getRawHeaders(b"location")
+    if location:
+        headers.setRawHeaders(b"location", [rewrite_location(v, target, mount_path) for v in location])
+    refresh = headers.getRawHeaders(b"refresh")
+    if refresh:
+        headers.setRawHeaders(b"refresh", [_rewrite_refresh(v, target, mount_path) for v in refresh])
+    response = request.responseHeaders
+    # twisted.web adds Server and Date of its own; the app's replace them, and an
+    # app that sends no Server header gets none (Date stays: it is required).
+    for name, _ in list(response.getAllRawHeaders()):
+        if name.lower() != b"date":
+            response.removeHeader(name)
+    for name, values in headers.getAllRawHeaders():
+        response.setRawHeaders(name, list(values))
+
+
+def rewrite_location(value: bytes, target: Target, mount_path: bytes) -> bytes:
+    """Map a URL on the target back to wsse's own mount point (a relative path, as nginx does)."""
+    prefix = target.origin + target.base_path + b"/"
+    if value.lower().startswith(prefix.lower()):
+        return mount_path + value[len(prefix) :]
+    return value
+
+
+def _rewrite_refresh(value: bytes, target: Target, mount_path: bytes) -> bytes:
+    index = value.lower().find(b"url=")
+    if index < 0:
+        return value
+    start = index + 4
+    return value[:start] + rewrite_location(value[start:], target, mount_path)

@@ -1,0 +1,314 @@
+"""
+Putting the shim into HTML documents as they stream through.
+
+L{HTMLInjector} finds the insertion point incrementally: it passes over what may
+legally open a document (a BOM, whitespace, comments, the doctype, C{<html>},
+C{<head>}, a C{<meta>} that declares the charset) and inserts the shim before
+anything else, so it runs before the page's first script, never lands inside a
+comment, leaves the doctype first (no quirks mode) and keeps a charset
+declaration within the first kilobyte where browsers look for it.  Bytes are
+emitted as soon as they are known to precede the insertion point; only a token
+still being classified (a few bytes, or one C{<meta>} tag) is held back.
+
+L{plan_page_rewrite} decides from a request and its response whether to rewrite
+at all, and adjusts the response headers to match.
+"""
+
+from __future__ import annotations
+
+from twisted.web.http_headers import Headers
+
+from wsse import _csp, _encoding
+from wsse._shim import Shim
+
+_WHITESPACE = frozenset(b" \t\n\r\f")
+_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_TAG_DELIMITERS = frozenset(b" \t\n\r\f/>")
+_MAX_META_TAG = 4096
+# Longest prefix needed to classify a token ("<!doctype" is 9 bytes).
+_CLASSIFY_LENGTH = 9
+
+# Scanner modes.
+_TOKEN, _COMMENT, _DECLARATION, _TAG, _META = range(5)
+
+# Token kinds.
+_KIND_COMMENT, _KIND_DECLARATION, _KIND_DOCTYPE, _KIND_OPENER, _KIND_META, _KIND_OTHER = range(6)
+
+
+def _classify(head: bytes, final: bool) -> int | None:
+    """What token starts with C{head} (which starts with C{<}); C{None} if more bytes are needed."""
+    lowered = head.lower()
+    if lowered.startswith(b"<!--"):
+        return _KIND_COMMENT
+    if lowered.startswith(b"<!"):
+        if lowered.startswith(b"<!doctype"):
+            return _KIND_DOCTYPE
+        if not final and b"<!doctype".startswith(lowered) or b"<!--".startswith(lowered):
+            return None if not final else _KIND_DECLARATION
+        return _KIND_DECLARATION
+    if lowered.startswith(b"<?"):
+        return _KIND_DECLARATION
+    for name, kind in ((b"<html", _KIND_OPENER), (b"<head", _KIND_OPENER), (b"<meta", _KIND_META)):
+        if lowered.startswith(name):
+            if len(lowered) == len(name):
+                return None if not final else _KIND_OTHER
+            return kind if lowered[len(name)] in _TAG_DELIMITERS else _KIND_OTHER
+        if not final and name.startswith(lowered):
+            return None
+    return _KIND_OTHER
+
+
+class HTMLInjector:
+    """
+    A streaming filter that inserts one snippet at a document's insertion point.
+
+    @param known_document: the request says this is a document (a navigation);
+        otherwise the body must open like one (doctype, C{<html>} or C{<head>})
+        before anything else, or it is a fragment and passes untouched.
+    """
+
+    def __init__(self, insertion: bytes, *, known_document: bool) -> None:
+        self._insertion = insertion
+        self._opened_like_document = known_document
+        self._buffer = b""
+        self._pos = 0
+        self._mode = _TOKEN
+        self._tag_start = 0
+        self._quote = 0
+        self._after_equals = False
+        self._at_start = True
+        self.done = False
+        self.injected = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            return data
+        self._buffer += data
+        return self._scan(final=False)
+
+    def close(self) -> bytes:
+        if self.done:
+            return b""
+        return self._scan(final=True)
+
+    def _finish(self, insert_at: int | None) -> bytes:
+        buf = self._buffer
+        self._buffer = b""
+        self.done = True
+        if insert_at is None or not self._opened_like_document:
+            return buf
+        self.injected = True
+        return buf[:insert_at] + self._insertion + buf[insert_at:]
+
+    def _scan(self, final: bool) -> bytes:
+        buf = self._buffer
+        n = len(buf)
+        i = self._pos
+        if self._at_start:
+            if n < 3 and not final:
+                return b""
+            if buf[:2] in _UTF16_BOMS:
+                return self._finish(None)  # not ASCII-compatible: leave it alone
+            if buf.startswith(_BOM):
+                i = 3
+            self._at_start = False
+        while True:
+            mode = self._mode
+            if mode == _TOKEN:
+                while i < n and buf[i] in _WHITESPACE:
+                    i += 1
+                if i == n:
+                    if final:
+                        return self._finish(i)
+                    break
+                if buf[i] != 0x3C:  # text: the body has begun
+                    return self._finish(i)
+                kind = _classify(buf[i : i + _CLASSIFY_LENGTH], final or n - i >= _CLASSIFY_LENGTH)
+                if kind is None:
+                    break
+                if kind == _KIND_COMMENT:
+                    # Searching from the comment's own "--" also ends "<!-->" and "<!--->".
+                    self._mode, i = _COMMENT, i + 2
+                elif kind in (_KIND_DECLARATION, _KIND_DOCTYPE):
+                    self._opened_like_document |= kind == _KIND_DOCTYPE
+                    self._mode, i = _DECLARATION, i + 2
+                elif kind == _KIND_OPENER:
+                    self._opened_like_document = True
+                    self._mode, i = _TAG, i + 5
+                    self._quote, self._after_equals = 0, False
+                elif kind == _KIND_META:
+                    self._mode, self._tag_start, i = _META, i, i + 5
+                    self._quote, self._after_equals = 0, False
+                else:
+                    return self._finish(i)
+            elif mode == _COMMENT:
+                ends = [
+                    end + len(mark)
+                    for mark in (b"-->", b"--!>")
+                    if (end := buf.find(mark, i)) >= 0
+                ]
+                if not ends:
+                    i = max(i, n - 3)
+                    if final:
+                        return self._finish(None)  # unterminated: the rest is comment
+                    break
+                self._mode, i = _TOKEN, min(ends)
+            elif mode == _DECLARATION:
+                end = buf.find(b">", i)
+                if end < 0:
+                    i = n
+                    if final:
+                        return self._finish(None)
+                    break
+                self._mode, i = _TOKEN, end + 1
+            else:  # _TAG or _META: find the closing ">" outside quoted attribute values
+                end = self._tag_end(buf, i)
+                if end < 0:
+                    i = n
+                    if mode == _META and (final or n - self._tag_start > _MAX_META_TAG):
+                        return self._finish(self._tag_start)
+                    if final:
+                        return self._finish(None)
+                    break
+                if mode == _META and b"charset" not in buf[self._tag_start : end].lower():
+                    return self._finish(self._tag_start)
+                self._mode, i = _TOKEN, end + 1
+        hold = self._tag_start if self._mode == _META else i
+        out, self._buffer = buf[:hold], buf[hold:]
+        self._pos = i - hold
+        self._tag_start -= hold
+        return out
+
+    def _tag_end(self, buf: bytes, i: int) -> int:
+        quote, after_equals = self._quote, self._after_equals
+        for j in range(i, len(buf)):
+            c = buf[j]
+            if quote:
+                if c == quote:
+                    quote = 0
+            elif c == 0x3E:  # ">"
+                self._quote, self._after_equals = 0, False
+                return j
+            elif c == 0x3D:  # "="
+                after_equals = True
+            elif c in _WHITESPACE:
+                continue
+            elif after_equals and c in (0x22, 0x27):
+                quote, after_equals = c, False
+            else:
+                after_equals = False
+        self._quote, self._after_equals = quote, after_equals
+        return -1
+
+
+class PageRewriter:
+    """Decode, inject, encode: the body-rewriting consumer's transformation."""
+
+    def __init__(self, injector: HTMLInjector, codec: _encoding.Codec | None) -> None:
+        self._injector = injector
+        self._codec = codec
+
+    def feed(self, data: bytes) -> bytes:
+        codec = self._codec
+        if codec is None:
+            return self._injector.feed(data)
+        out = self._injector.feed(codec.decode(data))
+        return codec.encode(out) if out else b""
+
+    def finish(self) -> bytes:
+        """The tail of the body; raises L{_encoding.DecodingError} if the body was cut short."""
+        out = self._injector.close()
+        codec = self._codec
+        if codec is None:
+            return out
+        return (codec.encode(out) if out else b"") + codec.finish()
+
+
+# Sec-Fetch-Dest values of a navigation that loads a whole document.
+_DOCUMENT_DESTINATIONS = frozenset({b"document", b"iframe", b"frame"})
+# Headers that mark a request as a script fetching a fragment (htmx, Turbo, jQuery...).
+_FRAGMENT_MARKERS = (b"hx-request", b"turbo-frame", b"x-requested-with")
+_HTML_TYPES = frozenset({b"text/html"})
+_NOT_UTF16 = (b"utf-16", b"utf-32", b"utf16", b"utf32")
+
+
+def request_wants_page(request_headers: Headers) -> bool | None:
+    """
+    C{True} for a navigation, C{False} for a fetch that cannot want a document,
+    C{None} when only the body can tell.
+    """
+    destination = request_headers.getRawHeaders(b"sec-fetch-dest")
+    if destination:
+        return destination[0].strip().lower() in _DOCUMENT_DESTINATIONS
+    if any(request_headers.hasHeader(name) for name in _FRAGMENT_MARKERS):
+        return False
+    return None
+
+
+def may_rewrite_request(request_headers: Headers) -> bool:
+    """Whether the response to this request might be a page wsse rewrites."""
+    if request_wants_page(request_headers) is False:
+        return False
+    accept = b",".join(request_headers.getRawHeaders(b"accept", []))
+    return not accept or b"text/html" in accept or b"*/*" in accept
+
+
+def _is_html(response_headers: Headers) -> bool:
+    values = response_headers.getRawHeaders(b"content-type")
+    if not values:
+        return False
+    media, _, params = values[0].partition(b";")
+    if media.strip().lower() not in _HTML_TYPES:
+        return False
+    charset = params.lower()
+    return not any(name in charset for name in _NOT_UTF16)
+
+
+def _weaken(etag: bytes) -> bytes:
+    return etag if etag.startswith(b"W/") else b"W/" + etag
+
+
+def plan_page_rewrite(
+    request_headers: Headers,
+    method: bytes,
+    code: int,
+    response_headers: Headers,
+    shim: Shim,
+    page_path: bytes,
+    mount_path: bytes,
+) -> PageRewriter | None:
+    """
+    A rewriter for this response, with its headers adjusted; C{None} to pass it through.
+
+    Rewriting drops Content-Length (the body grows), weakens the ETag (the bytes
+    differ, the meaning does not) and lets the shim through the page's CSP.
+    """
+    wants_page = request_wants_page(request_headers)
+    if wants_page is False or method == b"HEAD" or code in (204, 206, 304):
+        return None
+    if not _is_html(response_headers):
+        return None
+    try:
+        codec = _encoding.codec_for(response_headers.getRawHeaders(b"content-encoding"))
+    except LookupError:
+        return None
+    nonce = None
+    policy = response_headers.getRawHeaders(b"content-security-policy")
+    if policy:
+        policy, nonce = _csp.admit_inline_script(policy, shim.hash_source)
+        response_headers.setRawHeaders(b"content-security-policy", policy)
+    report_only = response_headers.getRawHeaders(b"content-security-policy-report-only")
+    if report_only:
+        report_only, _ = _csp.admit_inline_script(
+            report_only, shim.hash_source, nonce, pick_nonce=False
+        )
+        response_headers.setRawHeaders(b"content-security-policy-report-only", report_only)
+    response_headers.removeHeader(b"content-length")
+    etags = response_headers.getRawHeaders(b"etag")
+    if etags:
+        response_headers.setRawHeaders(b"etag", [_weaken(tag) for tag in etags])
+    injector = HTMLInjector(
+        shim.script_tag(page_path, mount_path, nonce), known_document=bool(wants_page)
+    )
+    return PageRewriter(injector, codec)

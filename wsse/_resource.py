@@ -1,0 +1,90 @@
+"""
+L{WSSEResource}: the whole proxy as one twisted.web resource.
+
+It sits at a Site's root or under any child path of an existing Site.  Each
+request is dispatched, one level below the mount point, to a leaf: the
+WebSocket relay for upgrades, the passthrough for everything else.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgent, IAgentEndpointFactory
+from twisted.web.resource import ErrorPage, IResource, Resource
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from wsse._passthrough import Passthrough
+from wsse._settings import Settings
+from wsse._target import Target
+from wsse._wsdeflate import DeflatingWebSocketRelay, offers_deflate
+from wsse._wsrelay import WebSocketSplice, is_websocket_upgrade
+
+
+@implementer(IAgentEndpointFactory)
+class _TargetEndpointFactory:
+    """Every connection goes to the configured target, whatever URL the agent was given."""
+
+    def __init__(self, settings: Settings, reactor: IReactorTime) -> None:
+        self._settings = settings
+        self._reactor = reactor
+
+    def endpointForURI(self, uri: object) -> IStreamClientEndpoint:
+        return self._settings.target.endpoint(self._reactor, self._settings.connect_timeout)
+
+
+def make_agent(settings: Settings, reactor: IReactorTime) -> IAgent:
+    """An HTTP/1.1 agent with a persistent pool sized by the settings."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = settings.pool_size
+    pool.cachedConnectionTimeout = settings.pool_idle_timeout
+    return Agent.usingEndpointFactory(reactor, _TargetEndpointFactory(settings, reactor), pool)
+
+
+class WSSEResource(Resource):
+    """
+    wsse in front of one app, as a resource to put in a twisted.web Site.
+
+    @param settings: a L{Settings}, or just the app's URL (C{"http://127.0.0.1:8080"}).
+    @param reactor: the reactor used for connections and timers.
+    @param agent: the HTTP client for the passthrough; by default an Agent with a
+        persistent pool sized by C{settings.pool_size}.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | str,
+        *,
+        reactor: IReactorTime | None = None,
+        agent: IAgent | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(settings, str):
+            settings = Settings(target=Target.from_url(settings))
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor  # type: ignore[assignment]
+        assert reactor is not None
+        self.settings = settings
+        self._passthrough = Passthrough(settings, agent or make_agent(settings, reactor), reactor)
+        self._splice = WebSocketSplice(settings, reactor)
+        self._deflating = DeflatingWebSocketRelay(settings, reactor) if settings.ws_deflate else None
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
+        if not request.uri.startswith(b"/"):
+            return ErrorPage(400, "Bad Request", "The request target must be a path.")
+        if is_websocket_upgrade(request):
+            if self._deflating is not None and offers_deflate(request):
+                return self._deflating
+            return self._splice
+        return self._passthrough
+
+    def render(self, request: Request) -> bytes:
+        """The mount point itself (C{/app} without its slash): nginx's redirect to C{/app/}."""
+        path, question, query = request.uri.partition(b"?")
+        request.setResponseCode(301)
+        request.setHeader(b"location", path + b"/" + question + query)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"moved to " + path + b"/\n"

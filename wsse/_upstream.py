@@ -1,0 +1,220 @@
+"""
+WebSockets that wsse opens to the app on a browser's behalf, with autobahn.
+
+Used where wsse must see messages rather than splice bytes: the deflating relay
+(C{--ws-deflate}) and the fallback bridge.  The handshake carries what the
+browser's own would have carried (path and query untouched, Host, Origin,
+cookies, Authorization, User-Agent, subprotocols, C{X-Forwarded-*}); the target
+comes from the settings alone.  One client factory per settings holds the
+protocol options; each socket reports to a L{SocketPeer}.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.types import ConnectingRequest
+from twisted.internet import defer
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+
+from wsse import _logging
+from wsse._settings import Settings
+
+_log = Logger(observer=_logging.observer)
+
+# Codes that describe a connection's end but never travel in a close frame.
+NOT_ON_THE_WIRE = frozenset({1005, 1006, 1015})
+
+# Headers autobahn writes itself, or that belong to one hop.
+_HANDSHAKE_OWN = frozenset(
+    {
+        b"host",
+        b"upgrade",
+        b"connection",
+        b"origin",
+        b"user-agent",
+        b"pragma",
+        b"cache-control",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+    }
+)
+
+_REFUSAL_STATUS = re.compile(r"upgrade failed \[(\d{3})\]")
+
+
+class SocketPeer(Protocol):
+    """Whoever acts on an upstream socket's events (a relay, a bridge session)."""
+
+    def upstream_opened(self, socket: UpstreamSocket) -> None: ...
+
+    def upstream_message(self, payload: bytes, is_binary: bool) -> None: ...
+
+    def upstream_closing(self, code: int | None, reason: str) -> None:
+        """The app sent a close frame (C{code} C{None} when it carried none)."""
+
+    def upstream_lost(self, code: int, reason: str) -> None:
+        """The socket is gone; C{code} is 1006 unless a closing handshake finished."""
+
+    def upstream_refused(self, status: int, reason: str) -> None:
+        """The app answered the handshake with C{status} (502 when there was no answer)."""
+
+
+@dataclass
+class Handshake:
+    """What the upstream opening handshake says."""
+
+    path: bytes
+    host: bytes
+    headers: Headers = field(default_factory=Headers)
+    origin: bytes | None = None
+    user_agent: bytes | None = None
+    protocols: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_headers(cls, path: bytes, headers: Headers, protocols: list[str]) -> Handshake:
+        """Split end-to-end request headers into what autobahn wants separately."""
+
+        def first(name: bytes) -> bytes | None:
+            values = headers.getRawHeaders(name)
+            return values[0] if values else None
+
+        rest = Headers()
+        for name, values in headers.getAllRawHeaders():
+            if name.lower() not in _HANDSHAKE_OWN:
+                rest.setRawHeaders(name, list(values))
+        return cls(path, first(b"host") or b"", rest, first(b"origin"), first(b"user-agent"), protocols)
+
+    def connecting_request(self) -> ConnectingRequest:
+        # autobahn sends one line per header: repeats are joined as HTTP allows,
+        # with "; " for cookies, which is how browsers join them.
+        headers = {
+            name.decode("latin-1"): (b"; " if name.lower() == b"cookie" else b", ")
+            .join(values)
+            .decode("latin-1")
+            for name, values in self.headers.getAllRawHeaders()
+        }
+        return ConnectingRequest(
+            host="wsse.invalid",
+            port=0,
+            resource=self.path.decode("latin-1"),
+            headers=headers,
+            useragent=self.user_agent.decode("latin-1") if self.user_agent else None,
+            origin=self.origin.decode("latin-1") if self.origin else None,
+            protocols=self.protocols,
+        )
+
+
+class UpstreamSocket(WebSocketClientProtocol):  # type: ignore[misc]
+    """One WebSocket to the app."""
+
+    handshake: Handshake
+    delegate: SocketPeer
+
+    def onConnecting(self, transport_details: object) -> ConnectingRequest:
+        return self.handshake.connecting_request()
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # autobahn always writes "Host: host:port"; the app must see the browser's
+        # Host exactly (Tornado and Jupyter compare it with Origin), so the
+        # placeholder from connecting_request is replaced in the handshake.
+        if self.state == self.STATE_CONNECTING and b"\r\nHost: wsse.invalid:0\r\n" in data:
+            data = data.replace(
+                b"\r\nHost: wsse.invalid:0\r\n", b"\r\nHost: " + self.handshake.host + b"\r\n", 1
+            )
+        super().sendData(data, sync, chopsize)
+
+    opened = False
+
+    def onOpen(self) -> None:
+        self.opened = True
+        self.delegate.upstream_opened(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.delegate.upstream_message(payload, isBinary)
+
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+        started_by_app = self.state == self.STATE_OPEN
+        result = super().onCloseFrame(code, reasonRaw)
+        if started_by_app:
+            self.delegate.upstream_closing(self.remoteCloseCode, self.remoteCloseReason or "")
+        return result  # type: ignore[no-any-return]
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.opened:
+            match = _REFUSAL_STATUS.search(reason or "")
+            self.delegate.upstream_refused(int(match.group(1)) if match else 502, reason or "")
+        else:
+            self.delegate.upstream_lost(code if wasClean and code is not None else 1006, reason or "")
+
+
+class _FactoryView:
+    """
+    The shared factory, but with this socket's subprotocols.
+
+    autobahn checks the app's chosen subprotocol against C{factory.protocols},
+    not against what the handshake offered; a factory per socket would cost
+    kilobytes for each of thousands of sockets.
+    """
+
+    def __init__(self, factory: WebSocketClientFactory, protocols: list[str]) -> None:
+        self._factory = factory
+        self.protocols = protocols
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._factory, name)
+
+
+class UpstreamConnector:
+    """Opens upstream sockets for one deployment; holds autobahn's shared options."""
+
+    def __init__(self, settings: Settings, reactor: IReactorTime) -> None:
+        self._settings = settings
+        self._reactor = reactor
+        scheme = "wss" if settings.target.scheme == "https" else "ws"
+        self._factory = WebSocketClientFactory(
+            f"{scheme}://{settings.target.host}:{settings.target.port}/"
+        )
+        self._factory.setProtocolOptions(
+            # Whole messages are relayed, so both limits bound what one socket buffers.
+            maxFramePayloadSize=settings.max_message_size,
+            maxMessagePayloadSize=settings.max_message_size,
+            openHandshakeTimeout=settings.connect_timeout,
+            closeHandshakeTimeout=5,
+            echoCloseCodeReason=True,
+        )
+
+    def connect(self, handshake: Handshake, delegate: SocketPeer) -> defer.Deferred[UpstreamSocket]:
+        """Dial the app; the Deferred fires once TCP connects, the delegate hears the rest."""
+        socket = UpstreamSocket()
+        socket.factory = _FactoryView(self._factory, handshake.protocols)
+        socket.handshake = handshake
+        socket.delegate = delegate
+        endpoint = self._settings.target.endpoint(self._reactor, self._settings.connect_timeout)
+        return connectProtocol(endpoint, socket)
+
+
+def close_like(socket: object, code: int | None, reason: str) -> None:
+    """
+    Close an autobahn socket the way its peer closed: the same code and reason,
+    no close frame at all for a lost connection (1006), a bare one for 1005.
+
+    autobahn's C{sendClose} refuses 1001, 1008, 1011 and the like, which an app
+    or browser may well use, so the frame is sent with C{sendCloseFrame}.
+    """
+    if socket.state != socket.STATE_OPEN:  # type: ignore[attr-defined]
+        return
+    if code == 1006 or code == 1015:
+        socket.dropConnection(abort=True)  # type: ignore[attr-defined]
+    elif code is None or code == 1005:
+        socket.sendCloseFrame()  # type: ignore[attr-defined]
+    else:
+        socket.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123])  # type: ignore[attr-defined]

@@ -1,0 +1,270 @@
+"""
+C{twistd wsse}: the command-line options and the service they make.
+
+The options are ws-sse-proxy's, with its defaults, so that wsse is a drop-in for
+its users (C{--target-port}, C{--listen-port}, C{--target-host}, C{--host},
+C{--log-level}), plus what a twistd user expects: C{--listen} endpoint strings
+(repeatable), a C{--target} URL, and timeouts.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
+from twisted.python import usage
+
+from wsse import _demo, _logging
+from wsse._forwarding import HostHeader
+from wsse._resource import WSSEResource
+from wsse._settings import Settings
+from wsse._site import make_site
+from wsse._target import Target
+
+_log = Logger(observer=_logging.observer)
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range (1-65535)")
+    return port
+
+
+_port.coerceDoc = "A TCP port, 1-65535."  # type: ignore[attr-defined]
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds > 0:
+        raise ValueError(f"{value!r} is not a positive number of seconds")
+    return seconds
+
+
+_seconds.coerceDoc = "Seconds (> 0)."  # type: ignore[attr-defined]
+
+
+def _count(value: str) -> int:
+    count = int(value)
+    if count < 1:
+        raise ValueError(f"{value!r} is not a positive count")
+    return count
+
+
+_count.coerceDoc = "A whole number (>= 1)."  # type: ignore[attr-defined]
+
+
+def _endpoint_host(host: str) -> str:
+    """Escape an address for an endpoint string (IPv6 colons)."""
+    return host.replace(":", "\\:")
+
+
+class Options(usage.Options):
+    synopsis = "--target-port PORT [options]"
+    longdesc = (
+        "Serve an app so that its WebSocket works behind gateways that block WebSocket: "
+        "HTTP and real WebSocket pass through to the app, and HTML pages get a shim that "
+        "falls back to Server-Sent Events and POST when the socket cannot open."
+    )
+
+    optParameters = [
+        ["target-port", None, None, "Port of the app (on --target-host)", _port],
+        ["target-host", None, "localhost", "Host of the app."],
+        [
+            "target",
+            None,
+            None,
+            "URL of the app, instead of --target-host/--target-port: http://127.0.0.1:8080 "
+            "(https:// and a base path such as /base are allowed).",
+        ],
+        ["listen-port", None, 8081, "Port to listen on (with --host).", _port],
+        ["host", None, "0.0.0.0", "Address to listen on (with --listen-port)."],
+        ["log-level", None, "info", "One of: " + ", ".join(_logging.LEVELS) + "."],
+        ["connect-timeout", None, 10.0, "Seconds to connect to the app.", _seconds],
+        [
+            "response-timeout",
+            None,
+            60.0,
+            "Seconds the app may take to start its response (then 504).",
+            _seconds,
+        ],
+        [
+            "pool-size",
+            None,
+            64,
+            "Idle keep-alive connections kept to the app; match the expected concurrency.",
+            _count,
+        ],
+        [
+            "host-header",
+            None,
+            "original",
+            "Host header sent to the app: 'original' (the browser's, what Jupyter, Tornado "
+            "and Bokeh need to check Origin) or 'target' (the app's host:port, nginx's default).",
+        ],
+    ]
+
+    optFlags = [
+        [
+            "ws-deflate",
+            None,
+            "Relay WebSocket messages instead of bytes, offering permessage-deflate to browsers.",
+        ],
+        ["demo", None, "Run a built-in demo app and put wsse in front of it."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Listen on an endpoint string: tcp:8081:interface=127.0.0.1, unix:/run/wsse.sock, ssl:8443:privateKey=key.pem (repeatable; replaces --host and --listen-port)."""
+        self["listen"].append(description)
+
+    def parseOptions(self, options: Any = None) -> None:
+        """twistd would print its whole help above the error; one line says more."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"wsse: error: {e}") from None
+
+    def postOptions(self) -> None:
+        if self["log-level"].lower() not in _logging.LEVELS:
+            raise usage.UsageError(
+                f"unknown --log-level {self['log-level']!r} (choose {', '.join(_logging.LEVELS)})"
+            )
+        try:
+            self["host-header"] = HostHeader(self["host-header"])
+        except ValueError:
+            raise usage.UsageError(
+                f"unknown --host-header {self['host-header']!r} (choose original or target)"
+            ) from None
+        chosen = [self["target"] is not None, self["target-port"] is not None, self["demo"]]
+        if sum(chosen) == 0:
+            raise usage.UsageError("say which app to serve: --target-port PORT or --target URL")
+        if sum(chosen) > 1:
+            raise usage.UsageError("choose one of --target-port, --target and --demo")
+        if self["target"] is not None:
+            try:
+                self["target"] = Target.from_url(self["target"])
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+        elif self["target-port"] is not None:
+            self["target"] = Target("http", self["target-host"], self["target-port"])
+        if not self["listen"]:
+            self["listen"] = [f"tcp:{self['listen-port']}:interface={_endpoint_host(self['host'])}"]
+
+    def settings(self, target: Target) -> Settings:
+        return Settings(
+            target=target,
+            host_header=self["host-header"],
+            connect_timeout=self["connect-timeout"],
+            response_timeout=self["response-timeout"],
+            pool_size=self["pool-size"],
+            ws_deflate=bool(self["ws-deflate"]),
+        )
+
+
+class WSSEService(MultiService):
+    """wsse's listeners (and the demo app), stating where it listens and for what."""
+
+    def __init__(self, listen: list[str], target: Target) -> None:
+        super().__init__()
+        self._listen = listen
+        self._target = target
+
+    def startService(self) -> None:
+        super().startService()
+        for description in self._listen:
+            _log.info(
+                "wsse listening on {where}, serving {target}",
+                where=description,
+                target=str(self._target),
+            )
+            if ":interface=0.0.0.0" in description or ":interface=\\:\\:" in description:
+                _log.info(
+                    "{where} accepts connections from every network; use --host 127.0.0.1 "
+                    "if only a gateway on this machine should reach wsse",
+                    where=description,
+                )
+
+
+def _tcp_address(description: str) -> tuple[str, int] | None:
+    """The interface and port of a tcp:, tcp6: or ssl: endpoint string, else C{None}."""
+    fields = [f.replace("\\:", ":") for f in re.split(r"(?<!\\):", description)]
+    if fields[0] not in ("tcp", "tcp6", "ssl") or len(fields) < 2:
+        return None
+    interface = "::" if fields[0] == "tcp6" else ""
+    port = None
+    for field in fields[1:]:
+        name, equals, value = field.partition("=")
+        if not equals and port is None:
+            port = name
+        elif name == "interface":
+            interface = value
+        elif name == "port":
+            port = value
+    if port is None or not port.isdigit():
+        return None
+    return interface, int(port)
+
+
+def _check_can_listen(description: str) -> None:
+    """
+    Fail before twistd daemonizes if a TCP address cannot be bound.
+
+    Past the fork, a listening failure reaches the user only as "An error has
+    occurred" from twistd's parent process; here it is one line and exit status 1.
+    """
+    address = _tcp_address(description)
+    if address is None:
+        return
+    interface, port = address
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((interface, port))
+        except OSError as e:
+            raise SystemExit(
+                f"wsse: error: cannot listen on {description}: {e.strerror or e}"
+            ) from None
+
+
+def _free_local_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def makeService(options: Options, reactor: IReactorCore | None = None) -> IService:
+    """The service for C{twistd wsse}: a MultiService of listeners."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor  # type: ignore[assignment]
+    _logging.set_level(options["log-level"])
+    target = options["target"]
+    demo_listen = None
+    if options["demo"]:
+        port = _free_local_port()
+        target = Target("http", "127.0.0.1", port)
+        demo_listen = f"tcp:{port}:interface=127.0.0.1"
+    service = WSSEService(options["listen"], target)
+    if demo_listen is not None:
+        strports.service(demo_listen, make_site(_demo.demo_resource())).setServiceParent(service)
+    resource = WSSEResource(options.settings(target), reactor=reactor)
+    site = make_site(resource)
+    for description in options["listen"]:
+        _check_can_listen(description)
+        strports.service(description, site).setServiceParent(service)
+    return service
