@@ -30,7 +30,21 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet import reactor
 
     service = tap.makeService(options, reactor)
-    service.privilegedStartService()
-    service.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    failed = []
+
+    def start() -> None:
+        # Started from inside the reactor, once its signal handlers are in place,
+        # so a SIGTERM that arrives as the port opens still stops wsse cleanly.
+        try:
+            service.privilegedStartService()
+            service.startService()
+        except Exception as e:
+            failed.append(f"wsse: error: {e}")
+            reactor.stop()  # type: ignore[attr-defined]
+        else:
+            reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+
+    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
+    if failed:
+        raise SystemExit(failed[0])

@@ -19,7 +19,12 @@ from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import FileBodyProducer, ResponseDone
+from twisted.web.client import (
+    FileBodyProducer,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseFailed,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from twisted.web.resource import Resource
@@ -181,22 +186,31 @@ class _Exchange:
             code, message = 504, b"Gateway Timeout: the app did not answer in time.\n"
         else:
             code, message = 502, b"Bad Gateway: the app could not be reached.\n"
-        if reason.check(ConnectError, DNSLookupError, ConnectingCancelledError):
+        fields = {
+            "method": request.method.decode("latin-1"),
+            "path": self._upstream_path.decode("latin-1"),
+            "code": code,
+        }
+        if self._timed_out:
             _log.warn(
-                "{method} {path}: cannot connect to {target}: {why}",
-                method=request.method.decode("latin-1"),
-                path=self._upstream_path.decode("latin-1"),
+                "{method} {path}: no answer from the app within {seconds}s ({code})",
+                seconds=self._settings.response_timeout,
+                **fields,
+            )
+        elif reason.check(ConnectError, DNSLookupError, ConnectingCancelledError):
+            _log.warn(
+                "{method} {path}: cannot connect to {target}: {why} ({code})",
                 target=str(self._settings.target),
                 why=reason.getErrorMessage(),
+                **fields,
+            )
+        elif reason.check(RequestTransmissionFailed, ResponseFailed):
+            _log.warn(
+                "{method} {path}: the app closed the connection without an answer ({code})",
+                **fields,
             )
         else:
-            _log.failure(
-                "{method} {path}: no response from the app ({code})",
-                reason,
-                method=request.method.decode("latin-1"),
-                path=self._upstream_path.decode("latin-1"),
-                code=code,
-            )
+            _log.failure("{method} {path}: no response from the app ({code})", reason, **fields)
         request.setResponseCode(code)
         request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
         request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % (len(message),)])

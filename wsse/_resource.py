@@ -8,10 +8,12 @@ WebSocket relay for upgrades, the passthrough for everything else.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgent, IAgentEndpointFactory
-from twisted.web.resource import ErrorPage, IResource, Resource
+from twisted.web.pages import errorPage
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
@@ -34,12 +36,11 @@ class _TargetEndpointFactory:
         return self._settings.target.endpoint(self._reactor, self._settings.connect_timeout)
 
 
-def make_agent(settings: Settings, reactor: IReactorTime) -> IAgent:
-    """An HTTP/1.1 agent with a persistent pool sized by the settings."""
+def _make_pool(settings: Settings, reactor: IReactorTime) -> HTTPConnectionPool:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = settings.pool_size
     pool.cachedConnectionTimeout = settings.pool_idle_timeout
-    return Agent.usingEndpointFactory(reactor, _TargetEndpointFactory(settings, reactor), pool)
+    return pool
 
 
 class WSSEResource(Resource):
@@ -68,13 +69,25 @@ class WSSEResource(Resource):
             reactor = default_reactor  # type: ignore[assignment]
         assert reactor is not None
         self.settings = settings
-        self._passthrough = Passthrough(settings, agent or make_agent(settings, reactor), reactor)
+        self._pool: HTTPConnectionPool | None = None
+        if agent is None:
+            self._pool = _make_pool(settings, reactor)
+            agent = Agent.usingEndpointFactory(
+                reactor, _TargetEndpointFactory(settings, reactor), self._pool
+            )
+        self._passthrough = Passthrough(settings, agent, reactor)
         self._splice = WebSocketSplice(settings, reactor)
         self._deflating = DeflatingWebSocketRelay(settings, reactor) if settings.ws_deflate else None
 
+    def close(self) -> Deferred[None]:
+        """Close idle connections to the app (for a clean stop)."""
+        if self._pool is None:
+            return succeed(None)
+        return self._pool.closeCachedConnections()
+
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         if not request.uri.startswith(b"/"):
-            return ErrorPage(400, "Bad Request", "The request target must be a path.")
+            return errorPage(400, "Bad Request", "The request target must be a path.")
         if is_websocket_upgrade(request):
             if self._deflating is not None and offers_deflate(request):
                 return self._deflating

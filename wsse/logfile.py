@@ -26,11 +26,16 @@ class ReopeningFile:
     def write(self, text: str) -> None:
         try:
             moved = os.stat(self._path).st_ino != os.fstat(self._file.fileno()).st_ino
-        except FileNotFoundError:
+        except OSError:
             moved = True
         if moved:
-            self._file.close()
-            self._file = open(self._path, "a", encoding="utf-8")
+            try:
+                replacement = open(self._path, "a", encoding="utf-8")
+            except OSError:
+                pass  # keep the old file until the path can be written again
+            else:
+                self._file.close()
+                self._file = replacement
         self._file.write(text)
 
     def flush(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python import usage
@@ -176,10 +177,11 @@ class Options(usage.Options):
 class WSSEService(MultiService):
     """wsse's listeners (and the demo app), stating where it listens and for what."""
 
-    def __init__(self, listen: list[str], target: Target) -> None:
+    def __init__(self, listen: list[str], target: Target, resource: WSSEResource) -> None:
         super().__init__()
         self._listen = listen
         self._target = target
+        self._resource = resource
 
     def startService(self) -> None:
         super().startService()
@@ -195,6 +197,11 @@ class WSSEService(MultiService):
                     "if only a gateway on this machine should reach wsse",
                     where=description,
                 )
+
+    def stopService(self) -> Deferred[object]:
+        stopped = super().stopService()
+        stopped.addCallback(lambda _: self._resource.close())
+        return stopped
 
 
 def _tcp_address(description: str) -> tuple[str, int] | None:
@@ -259,10 +266,10 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         port = _free_local_port()
         target = Target("http", "127.0.0.1", port)
         demo_listen = f"tcp:{port}:interface=127.0.0.1"
-    service = WSSEService(options["listen"], target)
+    resource = WSSEResource(options.settings(target), reactor=reactor)
+    service = WSSEService(options["listen"], target, resource)
     if demo_listen is not None:
         strports.service(demo_listen, make_site(_demo.demo_resource())).setServiceParent(service)
-    resource = WSSEResource(options.settings(target), reactor=reactor)
     site = make_site(resource)
     for description in options["listen"]:
         _check_can_listen(description)

@@ -1,0 +1,184 @@
+"""
+A real app for wsse to front, in the test's own reactor: HTTP and WebSocket.
+
+HTTP requests reach L{App}, which records what it saw and answers through a
+handler the test registers for the path (by default, a JSON echo of the
+request).  WebSocket upgrades under C{/ws} reach an autobahn server whose
+behaviour the client drives with text commands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import defer
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+Handler = Callable[[Request], Any]
+
+
+@dataclass
+class Seen:
+    method: bytes
+    uri: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    def header(self, name: bytes) -> list[bytes]:
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+
+def echo(request: Request) -> bytes:
+    """Answer with what the app received, as JSON."""
+    body = request.content.read()
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(
+        {
+            "method": request.method.decode("latin-1"),
+            "uri": request.uri.decode("latin-1"),
+            "headers": [
+                [n.decode("latin-1"), v.decode("latin-1")]
+                for n, vs in request.requestHeaders.getAllRawHeaders()
+                for v in vs
+            ],
+            "length": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+        }
+    ).encode()
+
+
+class App(Resource):
+    """The HTTP side: every path is a leaf; handlers are registered per path."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routes: dict[bytes, Handler] = {}
+        self.seen: list[Seen] = []
+        self.arrived: defer.Deferred[Seen] | None = None
+
+    def route(self, path: bytes, handler: Handler) -> None:
+        self.routes[path] = handler
+
+    def render(self, request: Request) -> Any:
+        body = request.content.read()
+        request.content.seek(0)
+        seen = Seen(
+            request.method,
+            request.uri,
+            [(n, v) for n, vs in request.requestHeaders.getAllRawHeaders() for v in vs],
+            body,
+        )
+        self.seen.append(seen)
+        result = self.routes.get(request.path, echo)(request)
+        if self.arrived is not None:
+            arrived, self.arrived = self.arrived, None
+            arrived.callback(seen)
+        return result
+
+    def next_request(self) -> defer.Deferred[Seen]:
+        self.arrived = defer.Deferred()
+        return self.arrived
+
+
+class WSApp(WebSocketServerProtocol):  # type: ignore[misc]
+    """
+    Echoes every message; a text message starting with C{!} is a command:
+    C{!close CODE REASON}, C{!fragments N TEXT} (one message in N frames),
+    C{!ping PAYLOAD} (answers C{pong PAYLOAD} when the pong arrives),
+    C{!flood BYTES} (sends that many bytes in 64 KiB binary messages).
+    """
+
+    factory: WSAppFactory
+
+    def onConnect(self, request: Any) -> Any:
+        self.factory.handshakes.append(request)
+        self.factory.uris.append(self.http_request_uri)
+        if request.path.endswith("/deny"):
+            raise ConnectionDeny(403, "denied by app")
+        if request.path.endswith("/missing"):
+            raise ConnectionDeny(404, "no such socket")
+        if "v2" in request.protocols:
+            return ("v2", {"Set-Cookie": ["ws1=a; Path=/", "ws2=b; Path=/"]})
+        return None
+
+    def onOpen(self) -> None:
+        self.factory.open.append(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary or not payload.startswith(b"!"):
+            self.sendMessage(payload, isBinary)
+            return
+        command, _, rest = payload[1:].decode().partition(" ")
+        if command == "close":
+            code, _, reason = rest.partition(" ")
+            self.sendCloseFrame(code=int(code), reasonUtf8=reason.encode())
+        elif command == "fragments":
+            count, _, text = rest.partition(" ")
+            data = text.encode()
+            size = max(1, len(data) // int(count))
+            self.beginMessage(isBinary=False)
+            for start in range(0, len(data), size):
+                self.sendMessageFrame(data[start : start + size])
+            self.endMessage()
+        elif command == "ping":
+            self.sendPing(rest.encode())
+        elif command == "flood":
+            remaining = int(rest)
+            chunk = b"\xa5" * 65536
+            while remaining > 0:
+                self.sendMessage(chunk[: min(remaining, len(chunk))], isBinary=True)
+                remaining -= len(chunk)
+
+    def onPong(self, payload: bytes) -> None:
+        self.sendMessage(b"pong " + payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.closes.append((wasClean, code, reason))
+        if self in self.factory.open:
+            self.factory.open.remove(self)
+        waiters, self.factory.close_waiters = self.factory.close_waiters, []
+        for waiter in waiters:
+            waiter.callback((wasClean, code, reason))
+
+
+class WSAppFactory(WebSocketServerFactory):  # type: ignore[misc]
+    protocol = WSApp
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Echo a client's close code and reason, as most servers do.
+        self.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0, echoCloseCodeReason=True)
+        self.handshakes: list[Any] = []
+        self.uris: list[str] = []
+        self.open: list[WSApp] = []
+        self.closes: list[tuple[bool, int | None, str | None]] = []
+        self.close_waiters: list[defer.Deferred[tuple[bool, int | None, str | None]]] = []
+
+    def next_close(self) -> defer.Deferred[tuple[bool, int | None, str | None]]:
+        d: defer.Deferred[tuple[bool, int | None, str | None]] = defer.Deferred()
+        self.close_waiters.append(d)
+        return d
+
+
+class Root(Resource):
+    """C{/ws...} goes to the WebSocket app, everything else to L{App}."""
+
+    def __init__(self, app: App, ws: WSAppFactory) -> None:
+        super().__init__()
+        self._app = app
+        self._ws = WebSocketResource(ws)
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Any:
+        if path == b"ws":
+            return self._ws
+        return self._app

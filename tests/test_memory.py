@@ -1,0 +1,201 @@
+"""
+wsse's memory while large bodies and floods pass through it: measured, not assumed.
+
+wsse runs as its own process (C{python -m wsse}) so that its resident memory is
+its own; the app and the clients run in the test's reactor.  Every case moves
+far more data than the allowed growth, so a proxy that buffered would fail.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from twisted.internet import defer, reactor, task
+from twisted.internet.interfaces import IPushProducer
+from twisted.trial.unittest import TestCase
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
+
+from tests.support.app import App, Root, WSAppFactory
+from tests.support.clients import http, raw_connection, ws_connect
+from tests.support.harness import TrackingFactory, autobahn_timers_expired
+from tests.support.processes import free_port, rss_kib, wait_for_port
+
+MIB = 1024 * 1024
+# What wsse may grow by while hundreds of MiB pass through it.
+ALLOWED_GROWTH_KIB = 32 * 1024
+
+
+@implementer(IPushProducer)
+class Flood:
+    """An app response of C{total} bytes, written only while the connection takes them."""
+
+    def __init__(self, request: Request, total: int, chunk: bytes) -> None:
+        self.request = request
+        self.remaining = total
+        self.sent = 0
+        self.chunk = chunk
+        self.paused = False
+        self.done: defer.Deferred[None] = request.notifyFinish()
+        request.registerProducer(self, True)
+        reactor.callLater(0, self.resumeProducing)
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.remaining > 0:
+            piece = self.chunk[: self.remaining]
+            self.remaining -= len(piece)
+            self.sent += len(piece)
+            self.request.write(piece)
+        if self.remaining == 0 and not self.request.finished:
+            self.request.unregisterProducer()
+            self.request.finish()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        self.remaining = 0
+
+
+class WsseProcess(TestCase):
+    """The app in this reactor, wsse as a process in front of it."""
+
+    timeout = 300
+    extra_options: list[str] = []
+
+    def setUp(self) -> None:
+        self.app = App()
+        self.ws = WSAppFactory()
+        self.app_factory = TrackingFactory(Site(Root(self.app, self.ws)))
+        self.app_port = reactor.listenTCP(0, self.app_factory, interface="127.0.0.1")
+        self.port = free_port()
+        self.wsse = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wsse",
+                "--target",
+                f"http://127.0.0.1:{self.app_port.getHost().port}",
+                "--listen",
+                f"tcp:{self.port}:interface=127.0.0.1",
+                "--log-level",
+                "warning",
+                *self.extra_options,
+            ]
+        )
+        wait_for_port(self.port, process=self.wsse)
+        self.floods: list[Flood] = []
+        self.addCleanup(self._stop)
+
+    async def _stop(self) -> None:
+        self.wsse.terminate()
+        self.wsse.wait(10)
+        await self.app_port.stopListening()
+        await self.app_factory.closed()
+        await autobahn_timers_expired()
+
+    def route_flood(self, path: bytes, total: int, content_type: bytes, head: bytes = b"") -> None:
+        def handler(request: Request) -> int:
+            request.setHeader(b"content-type", content_type)
+            if head:
+                request.write(head)
+            self.floods.append(Flood(request, total, b"<p>" + b"x" * (64 * 1024 - 3)))
+            return NOT_DONE_YET
+
+        self.app.route(path, handler)
+
+    async def baseline(self) -> int:
+        for _ in range(3):
+            await http(self.port, target=b"/warm-up")
+        return rss_kib(self.wsse.pid)
+
+    async def download(self, target: bytes, headers: bytes = b"") -> tuple[int, int]:
+        """Read a whole response as fast as possible; the byte count and wsse's peak growth."""
+        client = await raw_connection(self.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        received = 0
+        peak = 0
+
+        def count(data: bytes) -> None:
+            nonlocal received
+            received += len(data)
+
+        client.dataReceived = count
+        while not self.floods or self.floods[-1].remaining > 0:
+            peak = max(peak, rss_kib(self.wsse.pid))
+            await task.deferLater(reactor, 0.2, lambda: None)
+        await self.floods[-1].done
+        while received < self.floods[-1].sent:
+            await task.deferLater(reactor, 0.05, lambda: None)
+        client.transport.loseConnection()
+        return received, max(peak, rss_kib(self.wsse.pid))
+
+
+class HTTPMemory(WsseProcess):
+    async def test_a_1_gib_download_does_not_grow_wsse(self) -> None:
+        self.route_flood(b"/big", 1024 * MIB, b"application/octet-stream")
+        before = await self.baseline()
+        received, peak = await self.download(b"/big")
+        self.assertGreaterEqual(received, 1024 * MIB)
+        print(f"1 GiB download: wsse RSS {before} KiB before, {peak} KiB at peak")
+        self.assertLess(peak - before, ALLOWED_GROWTH_KIB)
+
+    async def test_a_256_mib_page_streams_through_the_injector(self) -> None:
+        self.route_flood(b"/page", 256 * MIB, b"text/html", head=b"<!doctype html><html><head><title>big</title>")
+        before = await self.baseline()
+        received, peak = await self.download(b"/page", b"Sec-Fetch-Dest: document\r\n")
+        self.assertGreater(received, 256 * MIB)
+        print(f"256 MiB page: wsse RSS {before} KiB before, {peak} KiB at peak")
+        self.assertLess(peak - before, ALLOWED_GROWTH_KIB)
+
+    async def test_a_browser_that_stops_reading_pauses_the_app(self) -> None:
+        self.route_flood(b"/big", 1024 * MIB, b"application/octet-stream")
+        before = await self.baseline()
+        client = await raw_connection(self.port, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        await client.first_data
+        client.transport.pauseProducing()
+        sent = -1
+        while sent != self.floods[0].sent:  # until the app is held back
+            sent = self.floods[0].sent
+            await task.deferLater(reactor, 1.0, lambda: None)
+        grown = rss_kib(self.wsse.pid) - before
+        print(f"stalled reader: app sent {sent / MIB:.1f} MiB of 1024, wsse grew {grown} KiB")
+        self.assertLess(sent, 128 * MIB)
+        self.assertTrue(self.floods[0].paused)
+        self.assertLess(grown, ALLOWED_GROWTH_KIB)
+        client.transport.abortConnection()
+        await self.assertFailure(self.floods[0].done, Exception)
+
+
+class WebSocketMemory(WsseProcess):
+    deflate = False
+
+    async def test_a_websocket_reader_that_stops_pauses_the_app(self) -> None:
+        deflate = self.deflate
+        before = await self.baseline()
+        client = await ws_connect(self.port, deflate=deflate)
+        client.transport.pauseProducing()  # the browser stops reading
+        while not self.ws.open:
+            await task.deferLater(reactor, 0.01, lambda: None)
+        app_socket = self.ws.open[0]
+        app_socket.sendMessage(b"!")  # nothing; ensures the socket is live
+        total = 256 * MIB
+        chunk = os.urandom(256 * 1024)  # incompressible, or permessage-deflate would shrink it
+        for _ in range(total // len(chunk)):
+            app_socket.sendMessage(chunk, isBinary=True)
+        # The app's kernel and user buffers fill; wsse must not take the rest.
+        await task.deferLater(reactor, 3.0, lambda: None)
+        grown = rss_kib(self.wsse.pid) - before
+        # What the app's transport could not write yet (Twisted's own counters).
+        backlog = len(app_socket.transport.dataBuffer) + app_socket.transport._tempDataLen
+        print(f"websocket flood (deflate={deflate}): wsse grew {grown} KiB; {backlog / MIB:.0f} MiB held back in the app")
+        self.assertLess(grown, ALLOWED_GROWTH_KIB)
+        self.assertGreater(backlog, 128 * MIB)
+        client.transport.abortConnection()
+
+
+class DeflatingWebSocketMemory(WebSocketMemory):
+    deflate = True
+    extra_options = ["--ws-deflate"]

@@ -1,0 +1,166 @@
+"""
+Real WebSocket passthrough: an autobahn app behind wsse, an autobahn client in front.
+
+The same expectations hold for the byte splice (the default) and for the
+message relay that offers permessage-deflate (C{--ws-deflate}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, reactor, task
+
+from tests.support.clients import http, ws_connect
+from tests.support.harness import ProxyTestCase
+
+
+class RelayTests:
+    """Mixed into a ProxyTestCase; C{deflate} says which relay is under test."""
+
+    deflate = False
+
+    async def connect(self, path: str = "/ws/echo", **kwargs: Any) -> Any:
+        return await ws_connect(self.port, path, deflate=self.deflate, **kwargs)  # type: ignore[attr-defined]
+
+    async def close(self, client: Any, code: int = 1000, reason: str | None = None) -> tuple[bool, int | None, str | None]:
+        client.sendCloseFrame(code=code, reasonUtf8=reason.encode() if reason else None)
+        return await client.closed
+
+    async def test_messages_of_every_size_and_kind_arrive_exactly(self) -> None:
+        client = await self.connect()
+        texts = ["", "a", "line\nbreak\r\nand\rreturn\x00nul", "😀 caf\u00e9 \u4e2d", "x" * 125, "y" * 126, "z" * 65536]
+        for text in texts:
+            client.sendMessage(text.encode(), isBinary=False)
+            self.assertEqual(await client.messages.get(), (text.encode(), False))
+        for size in [0, 1, 125, 126, 65535, 65536, 1 << 20, 16 << 20]:
+            payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+            client.sendMessage(payload, isBinary=True)
+            self.assertEqual(await client.messages.get(), (payload, True))
+        await self.close(client)
+
+    async def test_fragmented_messages_arrive_whole(self) -> None:
+        client = await self.connect()
+        client.sendMessage(b"!fragments 7 one message sent in seven frames by the app")
+        self.assertEqual(await client.messages.get(), (b"one message sent in seven frames by the app", False))
+        client.beginMessage(isBinary=True)
+        for piece in [b"and ", b"one from ", b"the client"]:
+            client.sendMessageFrame(piece)
+        client.endMessage()
+        self.assertEqual(await client.messages.get(), (b"and one from the client", True))
+        await self.close(client)
+
+    async def test_ping_and_pong_work_both_ways(self) -> None:
+        client = await self.connect()
+        pongs: defer.Deferred[bytes] = defer.Deferred()
+        client.onPong = pongs.callback
+        client.sendPing(b"from the client")
+        self.assertEqual(await pongs, b"from the client")
+        client.sendMessage(b"!ping from-the-app")
+        self.assertEqual(await client.messages.get(), (b"pong from-the-app", False))
+        await self.close(client)
+
+    async def test_the_app_chooses_the_subprotocol_and_sets_cookies(self) -> None:
+        client = await self.connect(protocols=["v1", "v2"])
+        self.assertEqual(client.websocket_protocol_in_use, "v2")
+        handshake = self.ws.handshakes[-1]  # type: ignore[attr-defined]
+        self.assertEqual(handshake.protocols, ["v1", "v2"])
+        cookies = client.response.headers["set-cookie"]
+        self.assertIn("ws1=a; Path=/", cookies)
+        self.assertIn("ws2=b; Path=/", cookies)
+        await self.close(client)
+
+    async def test_the_handshake_carries_what_the_browser_sent(self) -> None:
+        client = await self.connect(
+            path="/ws/echo?a=%20b&c&d=%2F",
+            headers={"Cookie": "session=s3cr3t", "Authorization": "Bearer t0k3n"},
+            useragent="TestBrowser/1.0",
+            origin="http://page.example",
+        )
+        handshake = self.ws.handshakes[-1]  # type: ignore[attr-defined]
+        self.assertEqual(self.ws.uris[-1], "/ws/echo?a=%20b&c&d=%2F")  # type: ignore[attr-defined]
+        headers = handshake.headers
+        self.assertEqual(headers["cookie"], "session=s3cr3t")
+        self.assertEqual(headers["authorization"], "Bearer t0k3n")
+        self.assertEqual(headers["user-agent"], "TestBrowser/1.0")
+        self.assertEqual(headers["origin"], "http://page.example")
+        self.assertEqual(headers["host"], "127.0.0.1:%d" % self.port)  # type: ignore[attr-defined]
+        self.assertEqual(headers["x-forwarded-for"], "127.0.0.1")
+        self.assertEqual(headers["x-forwarded-proto"], "http")
+        self.assertEqual(headers["x-forwarded-host"], "127.0.0.1:%d" % self.port)  # type: ignore[attr-defined]
+        await self.close(client)
+
+    async def test_the_app_s_refusal_status_reaches_the_browser(self) -> None:
+        for path, status in [("/ws/deny", 403), ("/ws/missing", 404)]:
+            with self.assertRaises(ConnectionError) as raised:  # type: ignore[attr-defined]
+                await self.connect(path=path)
+            self.assertIn(f"[{status}]", str(raised.exception))  # type: ignore[attr-defined]
+
+    async def test_close_codes_and_reasons_pass_from_the_browser(self) -> None:
+        for code, reason in [(1000, "done"), (1001, "going away"), (1008, "policy"), (4000, "client-bye"), (4999, "")]:
+            client = await self.connect()
+            app_closed = self.ws.next_close()  # type: ignore[attr-defined]
+            was_clean, echoed, _ = await self.close(client, code, reason or None)
+            self.assertTrue(was_clean)
+            self.assertEqual(echoed, code)
+            self.assertEqual(await app_closed, (True, code, reason or None))
+
+    async def test_close_codes_and_reasons_pass_from_the_app(self) -> None:
+        for code, reason in [(1000, "bye"), (1001, "restarting"), (1008, "nope"), (1011, "oops"), (4001, "app-bye")]:
+            client = await self.connect()
+            client.sendMessage(f"!close {code} {reason}".encode())
+            self.assertEqual(await client.closed, (True, code, reason))
+
+    async def test_a_vanished_browser_closes_the_app_s_socket(self) -> None:
+        client = await self.connect()
+        app_closed = self.ws.next_close()  # type: ignore[attr-defined]
+        client.transport.abortConnection()
+        was_clean, code, _ = await app_closed
+        self.assertFalse(was_clean)
+        self.assertEqual(code, 1006)
+
+    async def test_a_vanished_app_closes_the_browser_s_socket(self) -> None:
+        client = await self.connect()
+        while not self.ws.open:  # type: ignore[attr-defined]
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.ws.open[0].transport.abortConnection()  # type: ignore[attr-defined]
+        was_clean, code, _ = await client.closed
+        self.assertFalse(was_clean)
+        self.assertEqual(code, 1006)
+
+    async def test_an_app_that_is_down_gets_the_browser_a_502(self) -> None:
+        await self.app_port.stopListening()  # type: ignore[attr-defined]
+        with self.assertRaises(ConnectionError) as raised:  # type: ignore[attr-defined]
+            await self.connect()
+        self.assertIn("[502]", str(raised.exception))  # type: ignore[attr-defined]
+
+
+class Splice(RelayTests, ProxyTestCase):
+    async def test_a_non_websocket_upgrade_is_plain_http(self) -> None:
+        response = await http(self.port, target=b"/h", headers=[(b"Upgrade", b"h2c"), (b"Connection", b"Upgrade")])
+        self.assertEqual(response.status, 200)
+        self.assertEqual(self.app.seen[-1].header(b"upgrade"), [])
+
+    async def test_the_browser_sees_no_extension_the_app_did_not_grant(self) -> None:
+        client = await ws_connect(self.port, deflate=True)
+        # The app accepts no compression, so neither does the browser's socket.
+        self.assertEqual(client.websocket_extensions_in_use, [])
+        await self.close(client)
+
+
+class Deflate(RelayTests, ProxyTestCase):
+    deflate = True
+    overrides = {"ws_deflate": True}
+
+    async def test_the_browser_gets_permessage_deflate_though_the_app_grants_none(self) -> None:
+        client = await self.connect()
+        self.assertEqual([e.EXTENSION_NAME for e in client.websocket_extensions_in_use], ["permessage-deflate"])
+        self.assertNotIn("sec-websocket-extensions", self.ws.handshakes[-1].headers)
+        await self.close(client)
+
+    async def test_browsers_that_offer_no_compression_get_the_splice(self) -> None:
+        client = await ws_connect(self.port)
+        self.assertEqual(client.websocket_extensions_in_use, [])
+        client.sendMessage(b"hi")
+        self.assertEqual(await client.messages.get(), (b"hi", False))
+        await self.close(client)
