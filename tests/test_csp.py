@@ -86,7 +86,9 @@ def test_every_policy_must_allow_it_and_all_of_them_are_kept() -> None:
 def test_a_policy_with_another_nonce_gets_the_hash() -> None:
     values, nonce = admit_inline_script([b"script-src 'nonce-a'", b"script-src 'nonce-b'"], HASH)
     assert nonce == b"a"
-    assert values == [b"script-src 'nonce-a', script-src 'nonce-b'; script-src-elem 'nonce-b' " + HASH]
+    assert values == [
+        b"script-src 'nonce-a', script-src 'nonce-b'; script-src-elem 'nonce-b' " + HASH
+    ]
 
 
 def test_a_given_nonce_is_used_and_none_is_picked_when_told_not_to() -> None:

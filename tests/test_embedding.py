@@ -49,7 +49,9 @@ class Embedded(TestCase):
         response = await http(self.port, b"POST", b"/app/api/x%2Fy?q=%20", body=b"data")
         self.assertEqual(response.status, 200)
         seen = self.app.seen[-1]
-        self.assertEqual((seen.method, seen.uri, seen.body), (b"POST", b"/api/x%2Fy?q=%20", b"data"))
+        self.assertEqual(
+            (seen.method, seen.uri, seen.body), (b"POST", b"/api/x%2Fy?q=%20", b"data")
+        )
 
     async def test_the_mount_point_without_its_slash_redirects(self) -> None:
         response = await http(self.port, target=b"/app?x=1")
@@ -62,7 +64,9 @@ class Embedded(TestCase):
             return b"<!doctype html><title>t</title>"
 
         self.app.route(b"/deep/page", page)
-        response = await http(self.port, target=b"/app/deep/page", headers=[(b"Sec-Fetch-Dest", b"document")])
+        response = await http(
+            self.port, target=b"/app/deep/page", headers=[(b"Sec-Fetch-Dest", b"document")]
+        )
         self.assertIn(b'data-wsse="path=/app/deep/page&amp;base=../../app/__wsse/"', response.body)
 
     async def test_app_redirects_come_back_under_the_mount(self) -> None:
@@ -80,7 +84,7 @@ class Embedded(TestCase):
         client = await ws_connect(self.port, "/app/ws/echo?room=1", protocols=["v2"])
         self.assertEqual(self.ws.uris[-1], "/ws/echo?room=1")
         self.assertEqual(client.websocket_protocol_in_use, "v2")
-        client.sendMessage("through /app/".encode())
+        client.sendMessage(b"through /app/")
         self.assertEqual(await client.messages.get(), (b"through /app/", False))
         client.sendClose(1000)
         await client.closed

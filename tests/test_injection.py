@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.web.http_headers import Headers
 
-from wsse._encoding import DecodingError
+from wsse._encoding import DecodingError, codec_for, restrict_accept_encoding
 from wsse._injection import HTMLInjector, PageRewriter, plan_page_rewrite, request_wants_page
-from wsse._encoding import codec_for, restrict_accept_encoding
 from wsse._shim import Shim
 
 MARK = b"<script>SHIM</script>"
@@ -30,22 +29,52 @@ def inject(document: bytes, known_document: bool = True, chunk: int | None = Non
 
 CASES = [
     # (document, expected), insertion shown as |
-    (b"<!DOCTYPE html><html><head><script>x</script>", b"<!DOCTYPE html><html><head>|<script>x</script>"),
-    (b"<!DOCTYPE HTML><HTML><HEAD><SCRIPT>x</SCRIPT>", b"<!DOCTYPE HTML><HTML><HEAD>|<SCRIPT>x</SCRIPT>"),
-    (b"<!-- <script>a</script> <head> --><!doctype html><script>", b"<!-- <script>a</script> <head> --><!doctype html>|<script>"),
+    (
+        b"<!DOCTYPE html><html><head><script>x</script>",
+        b"<!DOCTYPE html><html><head>|<script>x</script>",
+    ),
+    (
+        b"<!DOCTYPE HTML><HTML><HEAD><SCRIPT>x</SCRIPT>",
+        b"<!DOCTYPE HTML><HTML><HEAD>|<SCRIPT>x</SCRIPT>",
+    ),
+    (
+        b"<!-- <script>a</script> <head> --><!doctype html><script>",
+        b"<!-- <script>a</script> <head> --><!doctype html>|<script>",
+    ),
     (b"<!doctype html><!--><head><!---><script>", b"<!doctype html><!--><head><!--->|<script>"),
     (b"<!doctype html><title>t</title>", b"<!doctype html>|<title>t</title>"),
-    (b"<!doctype html>\n<html lang=en>\n  <head>\n    <meta charset=\"utf-8\">\n    <title>", b"<!doctype html>\n<html lang=en>\n  <head>\n    <meta charset=\"utf-8\">\n    |<title>"),
-    (b"<!doctype html><head><meta http-equiv=\"Content-Security-Policy\" content=\"x\"><script>", b"<!doctype html><head>|<meta http-equiv=\"Content-Security-Policy\" content=\"x\"><script>"),
-    (b"<!doctype html><html data-x=\"a>b\" data-y='c>d'><head data-z=\"<head>\"><body>", b"<!doctype html><html data-x=\"a>b\" data-y='c>d'><head data-z=\"<head>\">|<body>"),
+    (
+        b'<!doctype html>\n<html lang=en>\n  <head>\n    <meta charset="utf-8">\n    <title>',
+        b'<!doctype html>\n<html lang=en>\n  <head>\n    <meta charset="utf-8">\n    |<title>',
+    ),
+    (
+        b'<!doctype html><head><meta http-equiv="Content-Security-Policy" content="x"><script>',
+        b'<!doctype html><head>|<meta http-equiv="Content-Security-Policy" content="x"><script>',
+    ),
+    (
+        b'<!doctype html><html data-x="a>b" data-y=\'c>d\'><head data-z="<head>"><body>',
+        b'<!doctype html><html data-x="a>b" data-y=\'c>d\'><head data-z="<head>">|<body>',
+    ),
     (b"<!doctype html><header><script>", b"<!doctype html>|<header><script>"),
-    (b"<!doctype html><html><head></head><body>no script</body></html>", b"<!doctype html><html><head>|</head><body>no script</body></html>"),
+    (
+        b"<!doctype html><html><head></head><body>no script</body></html>",
+        b"<!doctype html><html><head>|</head><body>no script</body></html>",
+    ),
     (b"\xef\xbb\xbf<!doctype html><p>", b"\xef\xbb\xbf<!doctype html>|<p>"),
-    (b"<?xml version=\"1.0\"?><!DOCTYPE html><html><body>", b"<?xml version=\"1.0\"?><!DOCTYPE html><html>|<body>"),
-    (b"<!doctype html><head><meta name=viewport content=\"width=device-width\"><script>", b"<!doctype html><head>|<meta name=viewport content=\"width=device-width\"><script>"),
+    (
+        b'<?xml version="1.0"?><!DOCTYPE html><html><body>',
+        b'<?xml version="1.0"?><!DOCTYPE html><html>|<body>',
+    ),
+    (
+        b'<!doctype html><head><meta name=viewport content="width=device-width"><script>',
+        b'<!doctype html><head>|<meta name=viewport content="width=device-width"><script>',
+    ),
     (b"<!doctype html>", b"<!doctype html>|"),
     (b"<!doctype html><html><head>   ", b"<!doctype html><html><head>   |"),
-    (b"<!doctype html><!--[if IE]><script>ie</script><![endif]--><script>", b"<!doctype html><!--[if IE]><script>ie</script><![endif]-->|<script>"),
+    (
+        b"<!doctype html><!--[if IE]><script>ie</script><![endif]--><script>",
+        b"<!doctype html><!--[if IE]><script>ie</script><![endif]-->|<script>",
+    ),
     (b"<!doctype html><!-- ends --!><script>", b"<!doctype html><!-- ends --!>|<script>"),
 ]
 
@@ -80,7 +109,7 @@ def test_a_navigation_gets_the_shim_even_without_a_doctype() -> None:
     [
         b"\xff\xfe<\x00h\x00t\x00m\x00l\x00>\x00",  # UTF-16: not ASCII-compatible
         b"<!doctype html><!-- never closed <script>",
-        b"<!doctype html><html data-x=\"never closed",
+        b'<!doctype html><html data-x="never closed',
     ],
 )
 def test_documents_that_cannot_take_the_shim_pass_untouched(document: bytes) -> None:
@@ -109,11 +138,35 @@ def test_after_insertion_everything_passes_as_is() -> None:
 # arbitrary documents and arbitrary chunkings.
 TOKENS = st.sampled_from(
     [
-        b"<!doctype html>", b"<!DOCTYPE HTML>", b"<html>", b"<HTML lang='a>b'>", b"<head>",
-        b"<HEAD data-x=\"<script>\">", b"<header>", b"<meta charset=utf-8>", b"<meta name=x>",
-        b"<!-- c -->", b"<!-->", b"<!-- <script> -->", b"<script>s</script>", b"<title>t</title>",
-        b"<body>", b"text", b" ", b"\n", b"<", b">", b"-->", b"\"", b"'", b"<?pi?>", b"\xef\xbb\xbf",
-        b"<h", b"<!", b"<!-", b"\xc3\xa9",
+        b"<!doctype html>",
+        b"<!DOCTYPE HTML>",
+        b"<html>",
+        b"<HTML lang='a>b'>",
+        b"<head>",
+        b'<HEAD data-x="<script>">',
+        b"<header>",
+        b"<meta charset=utf-8>",
+        b"<meta name=x>",
+        b"<!-- c -->",
+        b"<!-->",
+        b"<!-- <script> -->",
+        b"<script>s</script>",
+        b"<title>t</title>",
+        b"<body>",
+        b"text",
+        b" ",
+        b"\n",
+        b"<",
+        b">",
+        b"-->",
+        b'"',
+        b"'",
+        b"<?pi?>",
+        b"\xef\xbb\xbf",
+        b"<h",
+        b"<!",
+        b"<!-",
+        b"\xc3\xa9",
     ]
 )
 
@@ -148,7 +201,11 @@ def test_any_chunking_gives_the_same_bytes_and_touches_nothing_else(
 
 # The page rewriter with content codings.
 
-DOCUMENT = b"<!doctype html><html><head><title>t</title></head><body>" + b"caf\xc3\xa9 " * 5000 + b"</body></html>"
+DOCUMENT = (
+    b"<!doctype html><html><head><title>t</title></head><body>"
+    + b"caf\xc3\xa9 " * 5000
+    + b"</body></html>"
+)
 EXPECTED = DOCUMENT.replace(b"<head>", b"<head>" + MARK, 1)
 
 
@@ -170,7 +227,9 @@ def _rewrite(encoding: bytes | None, body: bytes, chunk: int = 1000) -> bytes:
         (b"br", brotli.compress, brotli.decompress),
     ],
 )
-def test_compressed_pages_come_out_injected_and_in_the_same_coding(encoding, compress, decompress) -> None:
+def test_compressed_pages_come_out_injected_and_in_the_same_coding(
+    encoding, compress, decompress
+) -> None:
     assert decompress(_rewrite(encoding, compress(DOCUMENT))) == EXPECTED
 
 
@@ -299,7 +358,9 @@ def test_a_weak_etag_stays_as_it_was() -> None:
     ],
 )
 def test_what_is_not_rewritten(request_headers, response, method, code) -> None:
-    rewriter, headers = _plan(request_headers, {**response, b"content-length": [b"5"]}, method, code)
+    rewriter, headers = _plan(
+        request_headers, {**response, b"content-length": [b"5"]}, method, code
+    )
     assert rewriter is None
     assert headers.getRawHeaders(b"content-length") == [b"5"]
 
@@ -309,7 +370,10 @@ def test_the_script_element_carries_the_page_nonce_and_the_policy_stays() -> Non
     rewriter, headers = _plan({}, {**HTML, b"content-security-policy": policy})
     assert headers.getRawHeaders(b"content-security-policy") == policy
     out = rewriter.feed(b"<!doctype html><script nonce=r4nd0m>") + rewriter.finish()
-    assert b'<script data-wsse="path=/page&amp;base=__wsse/" nonce="r4nd0m">window.shim = 1;</script>' in out
+    assert (
+        b'<script data-wsse="path=/page&amp;base=__wsse/" nonce="r4nd0m">window.shim = 1;</script>'
+        in out
+    )
 
 
 def test_report_only_policies_get_the_hash_not_the_enforced_nonce() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IPushProducer
@@ -18,7 +19,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
-from tests.support.app import App, Root, WSAppFactory
+from tests.support.app import App, RawAppFactory, Root, WSAppFactory
 from tests.support.clients import http, raw_connection, ws_connect
 from tests.support.harness import TrackingFactory, autobahn_timers_expired
 from tests.support.processes import free_port, rss_kib, wait_for_port
@@ -114,7 +115,9 @@ class WsseProcess(TestCase):
 
     async def download(self, target: bytes, headers: bytes = b"") -> tuple[int, int]:
         """Read a whole response as fast as possible; the byte count and wsse's peak growth."""
-        client = await raw_connection(self.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        client = await raw_connection(
+            self.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
+        )
         received = 0
         peak = 0
 
@@ -143,7 +146,9 @@ class HTTPMemory(WsseProcess):
         self.assertLess(peak - before, ALLOWED_GROWTH_KIB)
 
     async def test_a_256_mib_page_streams_through_the_injector(self) -> None:
-        self.route_flood(b"/page", 256 * MIB, b"text/html", head=b"<!doctype html><html><head><title>big</title>")
+        self.route_flood(
+            b"/page", 256 * MIB, b"text/html", head=b"<!doctype html><html><head><title>big</title>"
+        )
         before = await self.baseline()
         received, peak = await self.download(b"/page", b"Sec-Fetch-Dest: document\r\n")
         self.assertGreater(received, 256 * MIB)
@@ -190,7 +195,9 @@ class WebSocketMemory(WsseProcess):
         grown = rss_kib(self.wsse.pid) - before
         # What the app's transport could not write yet (Twisted's own counters).
         backlog = len(app_socket.transport.dataBuffer) + app_socket.transport._tempDataLen
-        print(f"websocket flood (deflate={deflate}): wsse grew {grown} KiB; {backlog / MIB:.0f} MiB held back in the app")
+        print(
+            f"websocket flood (deflate={deflate}): wsse grew {grown} KiB; {backlog / MIB:.0f} MiB held back in the app"
+        )
         self.assertLess(grown, ALLOWED_GROWTH_KIB)
         self.assertGreater(backlog, 128 * MIB)
         client.transport.abortConnection()
@@ -199,3 +206,98 @@ class WebSocketMemory(WsseProcess):
 class DeflatingWebSocketMemory(WebSocketMemory):
     deflate = True
     extra_options = ["--ws-deflate"]
+
+
+class UploadMemory(TestCase):
+    """Uploads through a wsse process to an app that reads its socket itself."""
+
+    timeout = 300
+
+    def setUp(self) -> None:
+        self.raw = RawAppFactory(keep_data=False)
+        self.raw_factory = TrackingFactory(self.raw)
+        self.raw_port = reactor.listenTCP(0, self.raw_factory, interface="127.0.0.1")
+        self.port = free_port()
+        self.wsse = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wsse",
+                "--target",
+                f"http://127.0.0.1:{self.raw_port.getHost().port}",
+                "--listen",
+                f"tcp:{self.port}:interface=127.0.0.1",
+                "--log-level",
+                "warning",
+            ]
+        )
+        wait_for_port(self.port, process=self.wsse)
+        self.addCleanup(self._stop)
+
+    async def _stop(self) -> None:
+        self.wsse.terminate()
+        self.wsse.wait(10)
+        await self.raw_port.stopListening()
+        await self.raw_factory.closed()
+
+    async def _upload(self, total: int) -> Any:
+        client = await raw_connection(
+            self.port, b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total
+        )
+        producer = Upload(client.transport, total)
+        client.transport.registerProducer(producer, True)
+        producer.resumeProducing()
+        return client, producer
+
+    async def test_a_1_gib_upload_does_not_grow_wsse(self) -> None:
+        before = rss_kib(self.wsse.pid)
+        total = 1024 * MIB
+        client, producer = await self._upload(total)
+        peak = before
+        app = await self.raw.connected.get()
+        while app.received < total:
+            peak = max(peak, rss_kib(self.wsse.pid))
+            await task.deferLater(reactor, 0.2, lambda: None)
+        print(f"1 GiB upload: wsse RSS {before} KiB before, {peak} KiB at peak")
+        self.assertLess(peak - before, ALLOWED_GROWTH_KIB)
+        client.transport.abortConnection()
+
+    async def test_an_app_that_stops_reading_pauses_the_upload(self) -> None:
+        self.raw.paused = True
+        before = rss_kib(self.wsse.pid)
+        client, producer = await self._upload(1024 * MIB)
+        sent = -1
+        while sent != producer.sent:  # until the browser is held back
+            sent = producer.sent
+            await task.deferLater(reactor, 1.0, lambda: None)
+        grown = rss_kib(self.wsse.pid) - before
+        print(f"stalled app: browser sent {sent / MIB:.1f} MiB of 1024, wsse grew {grown} KiB")
+        self.assertLess(sent, 128 * MIB)
+        self.assertLess(grown, ALLOWED_GROWTH_KIB)
+        client.transport.abortConnection()
+
+
+@implementer(IPushProducer)
+class Upload:
+    """A browser sending a body as fast as its connection takes it."""
+
+    def __init__(self, transport: Any, total: int) -> None:
+        self.transport = transport
+        self.remaining = total
+        self.sent = 0
+        self.paused = False
+        self.chunk = b"u" * (64 * 1024)
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.remaining > 0:
+            piece = self.chunk[: self.remaining]
+            self.remaining -= len(piece)
+            self.sent += len(piece)
+            self.transport.write(piece)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        self.remaining = 0

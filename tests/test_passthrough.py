@@ -9,11 +9,13 @@ from typing import Any
 
 import brotli
 from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET, Request
 
+from tests.support.app import RawApp, RawAppFactory
 from tests.support.clients import http, parse_response, raw_connection, raw_exchange
-from tests.support.harness import ProxyTestCase
-from wsse import HostHeader
+from tests.support.harness import ProxyTestCase, TrackingFactory
+from wsse import HostHeader, WSSEResource, make_site
 
 PAGE = b"<!DOCTYPE html><html><head><title>page</title><script>var page = 1;</script></head><body>hello</body></html>"
 
@@ -97,7 +99,14 @@ class Headers(ProxyTestCase):
         )
         seen = self.app.seen[-1]
         names = {name.lower() for name, _ in seen.headers}
-        for hop in [b"keep-alive", b"x-hop", b"te", b"upgrade", b"proxy-connection", b"proxy-authorization"]:
+        for hop in [
+            b"keep-alive",
+            b"x-hop",
+            b"te",
+            b"upgrade",
+            b"proxy-connection",
+            b"proxy-authorization",
+        ]:
             self.assertNotIn(hop, names)
         self.assertEqual(seen.header(b"x-end-to-end"), [b"kept"])
 
@@ -105,7 +114,12 @@ class Headers(ProxyTestCase):
         await http(
             self.port,
             target=b"/h",
-            headers=[(b"X-Dup", b"one"), (b"X-Dup", b"two"), (b"Cookie", b"a=1"), (b"Cookie", b"b=2")],
+            headers=[
+                (b"X-Dup", b"one"),
+                (b"X-Dup", b"two"),
+                (b"Cookie", b"a=1"),
+                (b"Cookie", b"b=2"),
+            ],
         )
         seen = self.app.seen[-1]
         self.assertEqual(seen.header(b"x-dup"), [b"one", b"two"])
@@ -131,7 +145,9 @@ class Headers(ProxyTestCase):
 
     async def test_repeated_response_headers_stay_separate_and_nothing_is_doubled(self) -> None:
         def cookies(request: Request) -> bytes:
-            request.responseHeaders.setRawHeaders(b"set-cookie", [b"a=1; Path=/", b"b=2; Expires=Wed, 21 Oct 2037 07:28:00 GMT"])
+            request.responseHeaders.setRawHeaders(
+                b"set-cookie", [b"a=1; Path=/", b"b=2; Expires=Wed, 21 Oct 2037 07:28:00 GMT"]
+            )
             request.responseHeaders.setRawHeaders(b"server", [b"TheApp/1.0"])
             return b"ok"
 
@@ -190,7 +206,9 @@ class NoBody(ProxyTestCase):
 
     async def test_head_of_a_page_is_not_rewritten(self) -> None:
         self.app.route(b"/page", page)
-        response = await http(self.port, b"HEAD", b"/page", headers=[(b"Sec-Fetch-Dest", b"document")])
+        response = await http(
+            self.port, b"HEAD", b"/page", headers=[(b"Sec-Fetch-Dest", b"document")]
+        )
         self.assertEqual(response.raw.split(b"\r\n\r\n", 1)[1], b"")
         self.assertEqual(response.header(b"etag"), [b'"v1"'])
 
@@ -256,7 +274,9 @@ class SlowApp(ProxyTestCase):
 
     async def test_an_app_too_slow_to_answer_is_a_504_and_its_request_is_dropped(self) -> None:
         dropped: list[defer.Deferred[None]] = []
-        self.app.route(b"/slow", lambda request: dropped.append(request.notifyFinish()) or NOT_DONE_YET)
+        self.app.route(
+            b"/slow", lambda request: dropped.append(request.notifyFinish()) or NOT_DONE_YET
+        )
         response = await http(self.port, target=b"/slow")
         self.assertEqual(response.status, 504)
         self.assertEqual(len(dropped), 1)
@@ -266,7 +286,9 @@ class SlowApp(ProxyTestCase):
 class ClientLeaves(ProxyTestCase):
     async def test_leaving_before_the_answer_closes_the_app_request(self) -> None:
         gone: list[defer.Deferred[None]] = []
-        self.app.route(b"/held", lambda request: gone.append(request.notifyFinish()) or NOT_DONE_YET)
+        self.app.route(
+            b"/held", lambda request: gone.append(request.notifyFinish()) or NOT_DONE_YET
+        )
         arrived = self.app.next_request()
         client = await raw_connection(self.port, b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
         await arrived
@@ -309,8 +331,13 @@ class Streaming(ProxyTestCase):
             return NOT_DONE_YET
 
         self.app.route(b"/stream", stream)
-        client = await raw_connection(self.port, b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        client.dataReceived = lambda data, original=client.dataReceived: (original(data), received.put(data))
+        client = await raw_connection(
+            self.port, b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        client.dataReceived = lambda data, original=client.dataReceived: (
+            original(data),
+            received.put(data),
+        )
         seen = b""
         for n in range(1, 20):
             while b"chunk %d;" % (n - 1) not in seen:
@@ -336,8 +363,13 @@ class LongStreams(ProxyTestCase):
             return NOT_DONE_YET
 
         self.app.route(b"/events", events)
-        client = await raw_connection(self.port, b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-        client.dataReceived = lambda data, original=client.dataReceived: (original(data), received.put(data))
+        client = await raw_connection(
+            self.port, b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        client.dataReceived = lambda data, original=client.dataReceived: (
+            original(data),
+            received.put(data),
+        )
         while not writer:
             await task.deferLater(reactor, 0.01, lambda: None)
         seen = b""
@@ -353,7 +385,9 @@ class LongStreams(ProxyTestCase):
         client.transport.loseConnection()
         await client.done
         latencies.sort()
-        print(f"event latency through wsse: median {latencies[20] * 1000:.2f} ms, max {latencies[-1] * 1000:.2f} ms")
+        print(
+            f"event latency through wsse: median {latencies[20] * 1000:.2f} ms, max {latencies[-1] * 1000:.2f} ms"
+        )
 
     test_an_event_stream_outlives_every_timeout.timeout = 90  # type: ignore[attr-defined]
 
@@ -379,7 +413,9 @@ class StreamingWithShortTimeouts(ProxyTestCase):
 class Injection(ProxyTestCase):
     async def test_a_navigation_gets_the_shim_and_adjusted_headers(self) -> None:
         self.app.route(b"/page", page)
-        response = await http(self.port, target=b"/page", headers=[(b"Sec-Fetch-Dest", b"document")])
+        response = await http(
+            self.port, target=b"/page", headers=[(b"Sec-Fetch-Dest", b"document")]
+        )
         self.assertIn(b'<head><script data-wsse="path=/page&amp;base=__wsse/">', response.body)
         self.assertIn(b"var page = 1;", response.body)
         self.assertTrue(response.chunked)
@@ -395,13 +431,21 @@ class Injection(ProxyTestCase):
 
     async def test_other_content_passes_byte_for_byte_with_its_length(self) -> None:
         blob = bytes(range(256)) * 1000
-        self.app.route(b"/blob", lambda request: (request.setHeader(b"content-type", b"application/octet-stream"), blob)[1])
+        self.app.route(
+            b"/blob",
+            lambda request: (request.setHeader(b"content-type", b"application/octet-stream"), blob)[
+                1
+            ],
+        )
         response = await http(self.port, target=b"/blob")
         self.assertEqual(response.body, blob)
         self.assertEqual(response.header(b"content-length"), [b"%d" % len(blob)])
 
     async def test_compressed_pages_stay_compressed_and_get_the_shim(self) -> None:
-        codings = {b"gzip": (gzip.compress, gzip.decompress), b"br": (brotli.compress, brotli.decompress)}
+        codings = {
+            b"gzip": (gzip.compress, gzip.decompress),
+            b"br": (brotli.compress, brotli.decompress),
+        }
 
         def compressed(request: Request) -> bytes:
             coding = request.args[b"c"][0]
@@ -415,7 +459,10 @@ class Injection(ProxyTestCase):
             response = await http(
                 self.port,
                 target=b"/z?c=" + coding,
-                headers=[(b"Sec-Fetch-Dest", b"document"), (b"Accept-Encoding", b"gzip, deflate, br, zstd")],
+                headers=[
+                    (b"Sec-Fetch-Dest", b"document"),
+                    (b"Accept-Encoding", b"gzip, deflate, br, zstd"),
+                ],
             )
             self.assertEqual(response.header(b"content-encoding"), [coding])
             body = decompress(response.body)
@@ -430,7 +477,9 @@ class Injection(ProxyTestCase):
             return b"\x28\xb5\x2f\xfdopaque"
 
         self.app.route(b"/zstd", zstd)
-        response = await http(self.port, target=b"/zstd", headers=[(b"Sec-Fetch-Dest", b"document")])
+        response = await http(
+            self.port, target=b"/zstd", headers=[(b"Sec-Fetch-Dest", b"document")]
+        )
         self.assertEqual(response.body, b"\x28\xb5\x2f\xfdopaque")
         self.assertEqual(response.header(b"content-encoding"), [b"zstd"])
 
@@ -441,6 +490,104 @@ class Injection(ProxyTestCase):
             return gzip.compress(PAGE)[:-12]
 
         self.app.route(b"/broken", broken)
-        raw = await raw_exchange(self.port, b"GET /broken HTTP/1.1\r\nHost: x\r\nSec-Fetch-Dest: document\r\n\r\n")
+        raw = await raw_exchange(
+            self.port, b"GET /broken HTTP/1.1\r\nHost: x\r\nSec-Fetch-Dest: document\r\n\r\n"
+        )
         # Chunked, and closed without the last chunk: not a complete body.
         self.assertFalse(raw.endswith(b"0\r\n\r\n"))
+
+
+class StreamingUploads(TestCase):
+    """Request bodies reach the app while the browser is still sending them."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.raw = RawAppFactory()
+        self.raw_factory = TrackingFactory(self.raw)
+        self.raw_port = reactor.listenTCP(0, self.raw_factory, interface="127.0.0.1")
+        self.proxy = WSSEResource(f"http://127.0.0.1:{self.raw_port.getHost().port}")
+        self.proxy_factory = TrackingFactory(make_site(self.proxy))
+        self.proxy_port = reactor.listenTCP(0, self.proxy_factory, interface="127.0.0.1")
+        self.port = self.proxy_port.getHost().port
+        self.addCleanup(self._stop)
+
+    async def _stop(self) -> None:
+        await self.proxy.close()
+        await self.proxy_port.stopListening()
+        await self.raw_port.stopListening()
+        await self.proxy_factory.closed()
+        await self.raw_factory.closed()
+
+    async def until_app_holds(self, marker: bytes) -> RawApp:
+        while not self.raw.connections or marker not in self.raw.connections[-1].data:
+            await self.raw.arrivals.get()
+        return self.raw.connections[-1]
+
+    async def test_a_chunked_upload_reaches_the_app_piece_by_piece(self) -> None:
+        client = await raw_connection(
+            self.port,
+            b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        for n in range(10):
+            piece = (b"piece %d;" % n) * 10_000
+            client.transport.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            # The app holds this piece before the browser sends the next one.
+            app = await self.until_app_holds(b"piece %d;" % n)
+        client.transport.write(b"0\r\n\r\n")
+        await self.until_app_holds(b"0\r\n\r\n")
+        app.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        response = parse_response(await client.done)
+        self.assertEqual((response.status, response.body), (200, b"ok"))
+        self.assertIn(b"Transfer-Encoding: chunked", app.data.split(b"\r\n\r\n", 1)[0])
+
+    async def test_a_large_upload_with_a_length_streams_and_keeps_its_length(self) -> None:
+        total = 5 * 1024 * 1024
+        client = await raw_connection(
+            self.port,
+            b"PUT /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+            % total,
+        )
+        for n in range(5):
+            client.transport.write(bytes([65 + n]) * (1024 * 1024))
+            app = await self.until_app_holds(bytes([65 + n]) * 1000)
+        head, body = app.data.split(b"\r\n\r\n", 1)
+        self.assertIn(b"Content-Length: %d" % total, head)
+        while len(app.data.split(b"\r\n\r\n", 1)[1]) < total:
+            await self.raw.arrivals.get()
+        app.transport.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(parse_response(await client.done).status, 201)
+
+    async def test_an_early_answer_ends_the_connection_and_nothing_is_smuggled(self) -> None:
+        self.raw.answer_at_once = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large"
+        client = await raw_connection(
+            self.port,
+            b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 100_000,
+        )
+        raw = await client.done
+        response = parse_response(raw)
+        self.assertEqual((response.status, response.body), (413, b"too large"))
+        # Whatever the browser would have sent next on that connection is not a
+        # request: the connection is closed.
+        self.assertFalse(client.transport.connected)
+        self.assertEqual(len(self.raw.connections), 1)
+
+    async def test_the_app_going_away_mid_upload_is_a_502(self) -> None:
+        client = await raw_connection(
+            self.port,
+            b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 100_000,
+        )
+        app = await self.until_app_holds(b"aaaa")
+        app.transport.abortConnection()
+        response = parse_response(await client.done)
+        self.assertEqual(response.status, 502)
+
+    async def test_the_browser_going_away_mid_upload_closes_the_app_request(self) -> None:
+        client = await raw_connection(
+            self.port,
+            b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 100_000,
+        )
+        app = await self.until_app_holds(b"aaaa")
+        client.transport.abortConnection()
+        while app not in self.raw.lost:
+            await task.deferLater(reactor, 0.01, lambda: None)

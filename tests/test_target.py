@@ -41,7 +41,10 @@ def test_bad_target_urls_say_why(url: str, complaint: str) -> None:
 
 def test_the_upstream_url_keeps_the_path_as_sent() -> None:
     target = Target("http", "127.0.0.1", 8080, b"/base")
-    assert target.url(b"//evil.example/%2e%2e?x=@y") == b"http://127.0.0.1:8080/base//evil.example/%2e%2e?x=@y"
+    assert (
+        target.url(b"//evil.example/%2e%2e?x=@y")
+        == b"http://127.0.0.1:8080/base//evil.example/%2e%2e?x=@y"
+    )
 
 
 @pytest.mark.parametrize(

@@ -23,13 +23,23 @@ class RelayTests:
     async def connect(self, path: str = "/ws/echo", **kwargs: Any) -> Any:
         return await ws_connect(self.port, path, deflate=self.deflate, **kwargs)  # type: ignore[attr-defined]
 
-    async def close(self, client: Any, code: int = 1000, reason: str | None = None) -> tuple[bool, int | None, str | None]:
+    async def close(
+        self, client: Any, code: int = 1000, reason: str | None = None
+    ) -> tuple[bool, int | None, str | None]:
         client.sendCloseFrame(code=code, reasonUtf8=reason.encode() if reason else None)
         return await client.closed
 
     async def test_messages_of_every_size_and_kind_arrive_exactly(self) -> None:
         client = await self.connect()
-        texts = ["", "a", "line\nbreak\r\nand\rreturn\x00nul", "😀 caf\u00e9 \u4e2d", "x" * 125, "y" * 126, "z" * 65536]
+        texts = [
+            "",
+            "a",
+            "line\nbreak\r\nand\rreturn\x00nul",
+            "😀 caf\u00e9 \u4e2d",
+            "x" * 125,
+            "y" * 126,
+            "z" * 65536,
+        ]
         for text in texts:
             client.sendMessage(text.encode(), isBinary=False)
             self.assertEqual(await client.messages.get(), (text.encode(), False))
@@ -42,7 +52,9 @@ class RelayTests:
     async def test_fragmented_messages_arrive_whole(self) -> None:
         client = await self.connect()
         client.sendMessage(b"!fragments 7 one message sent in seven frames by the app")
-        self.assertEqual(await client.messages.get(), (b"one message sent in seven frames by the app", False))
+        self.assertEqual(
+            await client.messages.get(), (b"one message sent in seven frames by the app", False)
+        )
         client.beginMessage(isBinary=True)
         for piece in [b"and ", b"one from ", b"the client"]:
             client.sendMessageFrame(piece)
@@ -84,10 +96,10 @@ class RelayTests:
         self.assertEqual(headers["authorization"], "Bearer t0k3n")
         self.assertEqual(headers["user-agent"], "TestBrowser/1.0")
         self.assertEqual(headers["origin"], "http://page.example")
-        self.assertEqual(headers["host"], "127.0.0.1:%d" % self.port)  # type: ignore[attr-defined]
+        self.assertEqual(headers["host"], f"127.0.0.1:{self.port}")  # type: ignore[attr-defined]
         self.assertEqual(headers["x-forwarded-for"], "127.0.0.1")
         self.assertEqual(headers["x-forwarded-proto"], "http")
-        self.assertEqual(headers["x-forwarded-host"], "127.0.0.1:%d" % self.port)  # type: ignore[attr-defined]
+        self.assertEqual(headers["x-forwarded-host"], f"127.0.0.1:{self.port}")  # type: ignore[attr-defined]
         await self.close(client)
 
     async def test_the_app_s_refusal_status_reaches_the_browser(self) -> None:
@@ -97,7 +109,13 @@ class RelayTests:
             self.assertIn(f"[{status}]", str(raised.exception))  # type: ignore[attr-defined]
 
     async def test_close_codes_and_reasons_pass_from_the_browser(self) -> None:
-        for code, reason in [(1000, "done"), (1001, "going away"), (1008, "policy"), (4000, "client-bye"), (4999, "")]:
+        for code, reason in [
+            (1000, "done"),
+            (1001, "going away"),
+            (1008, "policy"),
+            (4000, "client-bye"),
+            (4999, ""),
+        ]:
             client = await self.connect()
             app_closed = self.ws.next_close()  # type: ignore[attr-defined]
             was_clean, echoed, _ = await self.close(client, code, reason or None)
@@ -106,7 +124,13 @@ class RelayTests:
             self.assertEqual(await app_closed, (True, code, reason or None))
 
     async def test_close_codes_and_reasons_pass_from_the_app(self) -> None:
-        for code, reason in [(1000, "bye"), (1001, "restarting"), (1008, "nope"), (1011, "oops"), (4001, "app-bye")]:
+        for code, reason in [
+            (1000, "bye"),
+            (1001, "restarting"),
+            (1008, "nope"),
+            (1011, "oops"),
+            (4001, "app-bye"),
+        ]:
             client = await self.connect()
             client.sendMessage(f"!close {code} {reason}".encode())
             self.assertEqual(await client.closed, (True, code, reason))
@@ -137,7 +161,9 @@ class RelayTests:
 
 class Splice(RelayTests, ProxyTestCase):
     async def test_a_non_websocket_upgrade_is_plain_http(self) -> None:
-        response = await http(self.port, target=b"/h", headers=[(b"Upgrade", b"h2c"), (b"Connection", b"Upgrade")])
+        response = await http(
+            self.port, target=b"/h", headers=[(b"Upgrade", b"h2c"), (b"Connection", b"Upgrade")]
+        )
         self.assertEqual(response.status, 200)
         self.assertEqual(self.app.seen[-1].header(b"upgrade"), [])
 
@@ -154,7 +180,9 @@ class Deflate(RelayTests, ProxyTestCase):
 
     async def test_the_browser_gets_permessage_deflate_though_the_app_grants_none(self) -> None:
         client = await self.connect()
-        self.assertEqual([e.EXTENSION_NAME for e in client.websocket_extensions_in_use], ["permessage-deflate"])
+        self.assertEqual(
+            [e.EXTENSION_NAME for e in client.websocket_extensions_in_use], ["permessage-deflate"]
+        )
         self.assertNotIn("sec-websocket-extensions", self.ws.handshakes[-1].headers)
         await self.close(client)
 

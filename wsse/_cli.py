@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> None:
             service.startService()
         except Exception as e:
             failed.append(f"wsse: error: {e}")
-            reactor.stop()  # type: ignore[attr-defined]
+            reactor.stop()
         else:
             reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
 
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(start)
+    reactor.run()
     if failed:
         raise SystemExit(failed[0])

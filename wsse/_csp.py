@@ -11,6 +11,7 @@ keep exactly the permissions they had.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _NONCE = re.compile(rb"'nonce-([A-Za-z0-9+/_=-]+)'", re.IGNORECASE)
 _FALLBACK_ORDER = (b"script-src-elem", b"script-src", b"default-src")
@@ -54,8 +55,12 @@ def _blocks_inline(tokens: list[bytes] | None) -> bool:
 
 
 def admit_inline_script(
-    header_values: list[bytes], hash_source: bytes, nonce: bytes | None = None, *, pick_nonce: bool = True
-) -> tuple[list[bytes], bytes | None]:
+    header_values: Sequence[bytes],
+    hash_source: bytes,
+    nonce: bytes | None = None,
+    *,
+    pick_nonce: bool = True,
+) -> tuple[Sequence[bytes], bytes | None]:
     """
     Adjust CSP header values so that one inline script runs.
 

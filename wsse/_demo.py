@@ -11,7 +11,7 @@ from __future__ import annotations
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.web.resource import Resource
-from twisted.web.static import Data
+from twisted.web.server import Request
 
 _PAGE = b"""<!DOCTYPE html>
 <html lang="en">
@@ -65,7 +65,7 @@ document.getElementById("form").onsubmit = (event) => {
 """
 
 
-class _ChatProtocol(WebSocketServerProtocol):  # type: ignore[misc]
+class _ChatProtocol(WebSocketServerProtocol):
     factory: _ChatFactory
 
     def onOpen(self) -> None:
@@ -80,17 +80,25 @@ class _ChatProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         self.factory.members.discard(self)
 
 
-class _ChatFactory(WebSocketServerFactory):  # type: ignore[misc]
-    protocol = _ChatProtocol
+class _ChatFactory(WebSocketServerFactory):
+    protocol = _ChatProtocol  # type: ignore[assignment]
 
     def __init__(self) -> None:
         super().__init__()
         self.members: set[_ChatProtocol] = set()
 
 
+class _Page(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return _PAGE
+
+
 def demo_resource() -> Resource:
     """The demo app's resource tree: the page at C{/}, the chat socket at C{/ws}."""
     root = Resource()
-    root.putChild(b"", Data(_PAGE, "text/html; charset=utf-8"))
+    root.putChild(b"", _Page())
     root.putChild(b"ws", WebSocketResource(_ChatFactory()))
     return root

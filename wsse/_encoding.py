@@ -10,6 +10,7 @@ each chunk so that a page the app streams still renders as it arrives.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from typing import Protocol
 
 import brotli
@@ -118,7 +119,7 @@ _CODECS: dict[bytes, type[_Gzip] | type[_Deflate] | type[_Brotli]] = {
 }
 
 
-def codings(header_values: list[bytes] | None) -> list[bytes]:
+def codings(header_values: Sequence[bytes] | None) -> list[bytes]:
     """The content codings named by Content-Encoding headers, in order, lower-cased."""
     result = []
     for value in header_values or ():
@@ -129,7 +130,7 @@ def codings(header_values: list[bytes] | None) -> list[bytes]:
     return result
 
 
-def codec_for(header_values: list[bytes] | None) -> Codec | None:
+def codec_for(header_values: Sequence[bytes] | None) -> Codec | None:
     """
     A fresh codec for a response's Content-Encoding, C{None} for an identity body.
 
@@ -144,7 +145,7 @@ def codec_for(header_values: list[bytes] | None) -> Codec | None:
     return _CODECS[names[0]]()
 
 
-def restrict_accept_encoding(values: list[bytes]) -> list[bytes]:
+def restrict_accept_encoding(values: Sequence[bytes]) -> list[bytes]:
     """
     Drop codings from an Accept-Encoding that wsse could not decode (zstd, ...).
 

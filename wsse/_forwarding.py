@@ -61,7 +61,7 @@ def split_mount(request: IRequest) -> tuple[bytes, bytes]:
 
 
 def _connection_tokens(headers: Headers) -> set[bytes]:
-    tokens = set()
+    tokens: set[bytes] = set()
     for value in headers.getRawHeaders(b"connection", []):
         tokens.update(t.strip().lower() for t in value.split(b","))
     return tokens
@@ -83,9 +83,7 @@ def _client_host(request: IRequest) -> bytes | None:
     return None
 
 
-def upstream_request_headers(
-    request: IRequest, target: Target, host_header: HostHeader
-) -> Headers:
+def upstream_request_headers(request: IRequest, target: Target, host_header: HostHeader) -> Headers:
     """
     The headers to send the app for this request.
 
@@ -129,10 +127,14 @@ def copy_response_headers(
     headers = _end_to_end(upstream, frozenset())
     location = headers.getRawHeaders(b"location")
     if location:
-        headers.setRawHeaders(b"location", [rewrite_location(v, target, mount_path) for v in location])
+        headers.setRawHeaders(
+            b"location", [rewrite_location(v, target, mount_path) for v in location]
+        )
     refresh = headers.getRawHeaders(b"refresh")
     if refresh:
-        headers.setRawHeaders(b"refresh", [_rewrite_refresh(v, target, mount_path) for v in refresh])
+        headers.setRawHeaders(
+            b"refresh", [_rewrite_refresh(v, target, mount_path) for v in refresh]
+        )
     response = request.responseHeaders
     # twisted.web adds Server and Date of its own; the app's replace them, and an
     # app that sends no Server header gets none (Date stays: it is required).

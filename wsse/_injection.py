@@ -144,9 +144,7 @@ class HTMLInjector:
                     return self._finish(i)
             elif mode == _COMMENT:
                 ends = [
-                    end + len(mark)
-                    for mark in (b"-->", b"--!>")
-                    if (end := buf.find(mark, i)) >= 0
+                    end + len(mark) for mark in (b"-->", b"--!>") if (end := buf.find(mark, i)) >= 0
                 ]
                 if not ends:
                     i = max(i, n - 3)

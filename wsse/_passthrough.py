@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
 from twisted.internet.error import TimeoutError as ConnectTimeout
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from wsse import _encoding, _injection, _logging
 from wsse._forwarding import copy_response_headers, split_mount, upstream_request_headers
+from wsse._request_body import RequestBody
 from wsse._settings import Settings
 
 _log = Logger(observer=_logging.observer)
@@ -44,6 +45,7 @@ class Passthrough(Resource):
     """Relays whatever reaches it to the same path and query on the app."""
 
     isLeaf = True
+    streams_request_body = True  # see wsse._request_body
 
     def __init__(self, settings: Settings, agent: IAgent, clock: IReactorTime) -> None:
         super().__init__()
@@ -113,7 +115,10 @@ class _Exchange:
             )
         body: IBodyProducer | None = None
         if _has_body(request):
-            body = _TimedBody(FileBodyProducer(request.content), self._start_timer)
+            content = request.content
+            if not isinstance(content, RequestBody):
+                content = FileBodyProducer(content)
+            body = _TimedBody(content, self._start_timer)
         request.notifyFinish().addErrback(self._on_client_gone)
         self._pending = self._agent.request(
             request.method, settings.target.url(self._upstream_path), headers, body
@@ -186,7 +191,7 @@ class _Exchange:
             code, message = 504, b"Gateway Timeout: the app did not answer in time.\n"
         else:
             code, message = 502, b"Bad Gateway: the app could not be reached.\n"
-        fields = {
+        fields: dict[str, Any] = {
             "method": request.method.decode("latin-1"),
             "path": self._upstream_path.decode("latin-1"),
             "code": code,
@@ -232,7 +237,11 @@ class _BodyRelay(Protocol):
         self._abandoned = False
 
     def connectionMade(self) -> None:
-        self._request.registerProducer(self.transport, True)
+        self._request.registerProducer(self._app(), True)
+
+    def _app(self) -> IPushProducer:
+        """The app's connection, as the producer of this body."""
+        return IPushProducer(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         if self._abandoned:
@@ -242,7 +251,7 @@ class _BodyRelay(Protocol):
                 data = self._rewriter.feed(data)
             except _encoding.DecodingError as e:
                 self._cut("the app's body is not valid in its Content-Encoding: {why}", str(e))
-                self.transport.stopProducing()
+                self._app().stopProducing()
                 return
         if data:
             self._request.write(data)
@@ -251,7 +260,7 @@ class _BodyRelay(Protocol):
         """The browser left: stop reading, which closes the app's connection."""
         self._abandoned = True
         if self.transport is not None:
-            self.transport.stopProducing()
+            self._app().stopProducing()
 
     def _cut(self, message: str, why: str) -> None:
         # The status line has gone out, so the only honest signal left is to
@@ -282,4 +291,4 @@ class _BodyRelay(Protocol):
 
 class _Discard(Protocol):
     def connectionMade(self) -> None:
-        self.transport.stopProducing()
+        IPushProducer(self.transport).stopProducing()

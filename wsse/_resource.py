@@ -39,7 +39,8 @@ class _TargetEndpointFactory:
 def _make_pool(settings: Settings, reactor: IReactorTime) -> HTTPConnectionPool:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = settings.pool_size
-    pool.cachedConnectionTimeout = settings.pool_idle_timeout
+    # Annotated int in Twisted, but it only goes to callLater, which takes seconds.
+    pool.cachedConnectionTimeout = settings.pool_idle_timeout  # type: ignore[assignment]
     return pool
 
 
@@ -66,7 +67,7 @@ class WSSEResource(Resource):
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
-            reactor = default_reactor  # type: ignore[assignment]
+            reactor = default_reactor
         assert reactor is not None
         self.settings = settings
         self._pool: HTTPConnectionPool | None = None
@@ -77,7 +78,9 @@ class WSSEResource(Resource):
             )
         self._passthrough = Passthrough(settings, agent, reactor)
         self._splice = WebSocketSplice(settings, reactor)
-        self._deflating = DeflatingWebSocketRelay(settings, reactor) if settings.ws_deflate else None
+        self._deflating = (
+            DeflatingWebSocketRelay(settings, reactor) if settings.ws_deflate else None
+        )
 
     def close(self) -> Deferred[None]:
         """Close idle connections to the app (for a clean stop)."""

@@ -8,10 +8,12 @@ twistd all build the same thing.
 from __future__ import annotations
 
 from twisted.logger import Logger
+from twisted.web import http
 from twisted.web.resource import IResource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 
 from wsse import _logging
+from wsse._request_body import StreamingRequest
 
 _log = Logger(namespace="wsse.access", observer=_logging.observer)
 
@@ -22,12 +24,17 @@ IDLE_TIMEOUT = 75
 
 
 class WSSESite(Site):
-    """A Site whose access log is a structured twisted.logger event per request."""
+    """
+    A Site whose access log is a structured twisted.logger event per request,
+    and whose requests stream large bodies to the app as they arrive.
+    """
+
+    requestFactory = StreamingRequest
 
     def __init__(self, resource: IResource, timeout: float | None = IDLE_TIMEOUT) -> None:
         super().__init__(resource, timeout=timeout)
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         _log.info(
             '{client} "{method} {uri} {protocol}" {code} {length}',
             client=getattr(request.getClientAddress(), "host", "-"),

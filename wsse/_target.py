@@ -14,7 +14,12 @@ from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.ssl import optionsForClientTLS
 from zope.interface import implementer
 
@@ -72,7 +77,9 @@ class Target:
 
     def endpoint(self, reactor: IReactorTime, timeout: float) -> IStreamClientEndpoint:
         """A fresh client endpoint to the app, connecting within C{timeout} seconds."""
-        endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, self.host, self.port, timeout=timeout)
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            reactor, self.host, self.port, timeout=timeout
+        )
         if self.scheme == "https":
             endpoint = wrapClientTLS(optionsForClientTLS(self.host), endpoint)
         return _QuietEndpoint(endpoint)

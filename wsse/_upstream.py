@@ -91,7 +91,9 @@ class Handshake:
         for name, values in headers.getAllRawHeaders():
             if name.lower() not in _HANDSHAKE_OWN:
                 rest.setRawHeaders(name, list(values))
-        return cls(path, first(b"host") or b"", rest, first(b"origin"), first(b"user-agent"), protocols)
+        return cls(
+            path, first(b"host") or b"", rest, first(b"origin"), first(b"user-agent"), protocols
+        )
 
     def connecting_request(self) -> ConnectingRequest:
         # autobahn sends one line per header: repeats are joined as HTTP allows,
@@ -113,7 +115,7 @@ class Handshake:
         )
 
 
-class UpstreamSocket(WebSocketClientProtocol):  # type: ignore[misc]
+class UpstreamSocket(WebSocketClientProtocol):
     """One WebSocket to the app."""
 
     handshake: Handshake
@@ -141,19 +143,21 @@ class UpstreamSocket(WebSocketClientProtocol):  # type: ignore[misc]
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.delegate.upstream_message(payload, isBinary)
 
-    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
         started_by_app = self.state == self.STATE_OPEN
         result = super().onCloseFrame(code, reasonRaw)
         if started_by_app:
             self.delegate.upstream_closing(self.remoteCloseCode, self.remoteCloseReason or "")
-        return result  # type: ignore[no-any-return]
+        return result
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if not self.opened:
             match = _REFUSAL_STATUS.search(reason or "")
             self.delegate.upstream_refused(int(match.group(1)) if match else 502, reason or "")
         else:
-            self.delegate.upstream_lost(code if wasClean and code is not None else 1006, reason or "")
+            self.delegate.upstream_lost(
+                code if wasClean and code is not None else 1006, reason or ""
+            )
 
 
 class _FactoryView:

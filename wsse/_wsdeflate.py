@@ -11,14 +11,14 @@ browser gets the app's subprotocol, or its refusal status, as with the splice.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IConsumer, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -47,8 +47,7 @@ def _accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
     return None
 
 
-class _RelayFactory(WebSocketServerFactory):  # type: ignore[misc]
-    protocol: type[_BrowserSocket]
+class _RelayFactory(WebSocketServerFactory):
     def __init__(self, settings: Settings, reactor: IReactorTime) -> None:
         super().__init__()
         self.protocol = _BrowserSocket
@@ -66,14 +65,14 @@ class _RelayFactory(WebSocketServerFactory):  # type: ignore[misc]
             echoCloseCodeReason=True,
         )
 
-    def buildProtocol(self, addr: object) -> _BrowserSocket:
-        protocol: _BrowserSocket = super().buildProtocol(addr)
+    def buildProtocol(self, addr: IAddress | None) -> _BrowserSocket:  # type: ignore[override]
+        protocol = cast(_BrowserSocket, super().buildProtocol(addr))
         assert self.pending_request is not None
         protocol.http_request, self.pending_request = self.pending_request, None
         return protocol
 
 
-class DeflatingWebSocketRelay(WebSocketResource):  # type: ignore[misc]
+class DeflatingWebSocketRelay(WebSocketResource):
     """Terminates the browser's WebSocket and relays each message to the app's."""
 
     def __init__(self, settings: Settings, reactor: IReactorTime) -> None:
@@ -86,7 +85,7 @@ class DeflatingWebSocketRelay(WebSocketResource):  # type: ignore[misc]
         return super().render(request)
 
 
-class _BrowserSocket(WebSocketServerProtocol):  # type: ignore[misc]
+class _BrowserSocket(WebSocketServerProtocol):
     factory: _RelayFactory
     http_request: Request
 
@@ -97,7 +96,9 @@ class _BrowserSocket(WebSocketServerProtocol):  # type: ignore[misc]
         self._answer: defer.Deferred[tuple[str | None, dict[str, list[str]]]] | None = None
         self._offered: list[str] = []
 
-    def onConnect(self, request: Any) -> defer.Deferred[Any]:
+    def onConnect(self, request: Any) -> defer.Deferred[Any]:  # type: ignore[override]
+        # autobahn waits on a Deferred here: the browser's handshake is answered
+        # once the app has answered its own.
         settings = self.factory.settings
         _mount, path = split_mount(self.http_request)
         headers = upstream_request_headers(self.http_request, settings.target, settings.host_header)
@@ -165,20 +166,21 @@ class _BrowserSocket(WebSocketServerProtocol):  # type: ignore[misc]
             return
         # The browser's transport still has twisted.web's channel as its
         # producer; swap in the app's socket so each side paces the other.
-        self.transport.unregisterProducer()
-        self.transport.registerProducer(app.transport, True)
-        app.transport.registerProducer(self.transport, True)
+        browser = IConsumer(self.transport)
+        browser.unregisterProducer()
+        browser.registerProducer(IPushProducer(app.transport), True)
+        IConsumer(app.transport).registerProducer(IPushProducer(self.transport), True)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self._app is not None and self._app.state == self._app.STATE_OPEN:
             self._app.sendMessage(payload, isBinary)
 
-    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
         started_by_browser = self.state == self.STATE_OPEN
         result = super().onCloseFrame(code, reasonRaw)
         if started_by_browser and self._app is not None:
             close_like(self._app, self.remoteCloseCode, self.remoteCloseReason or "")
-        return result  # type: ignore[no-any-return]
+        return result
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._answer = None

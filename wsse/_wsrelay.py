@@ -12,10 +12,12 @@ fragment intact, and costs a third of what re-framing does.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import TimeoutError as ConnectTimeout
-from twisted.internet.interfaces import IReactorTime, ITransport
+from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -37,7 +39,9 @@ def is_websocket_upgrade(request: Request) -> bool:
     return b"websocket" in [t.strip().lower() for t in upgrade.split(b",")]
 
 
-def _handshake(method: bytes, path: bytes, headers: list[tuple[bytes, list[bytes]]]) -> bytes:
+def _handshake(
+    method: bytes, path: bytes, headers: Iterable[tuple[bytes, Sequence[bytes]]]
+) -> bytes:
     lines = [method + b" " + path + b" HTTP/1.1"]
     lines.extend(name + b": " + value for name, values in headers for value in values)
     return b"\r\n".join(lines) + b"\r\n\r\n"
@@ -60,13 +64,13 @@ class WebSocketSplice(Resource):
         handshake = _handshake(
             request.method,
             settings.target.base_path + upstream_path,
-            list(headers.getAllRawHeaders()),
+            headers.getAllRawHeaders(),
         )
         upstream = _AppLeg(upstream_path, self._clock)
         endpoint = settings.target.endpoint(self._clock, settings.connect_timeout)
         connecting = connectProtocol(endpoint, upstream)
 
-        gone = []
+        gone: list[Failure] = []
 
         def client_gone(reason: Failure) -> None:
             gone.append(reason)
@@ -75,9 +79,9 @@ class WebSocketSplice(Resource):
         request.notifyFinish().addErrback(client_gone)
 
         def connected(protocol: _AppLeg) -> None:
-            if gone:
+            if gone and protocol.transport is not None:
                 protocol.transport.loseConnection()
-            else:
+            elif not gone:
                 _splice(request, protocol, handshake)
 
         def failed(reason: Failure) -> None:
@@ -99,37 +103,26 @@ class WebSocketSplice(Resource):
         return NOT_DONE_YET
 
 
-def _splice(request: Request, upstream: _AppLeg, handshake: bytes) -> None:
+def _splice(request: Request, app: _AppLeg, handshake: bytes) -> None:
     """Take the browser's connection away from twisted.web and join it to the app's."""
     channel = request.channel
-    browser: ITransport = channel.transport
-    browser_leg = _BrowserLeg(browser, upstream)
+    browser = channel.transport
+    app_transport = app.transport
+    assert browser is not None and app_transport is not None
     # The same takeover twisted.web.websocket performs: the channel keeps its
-    # transport, but what arrives on it now goes to the relay.
-    channel.dataReceived = browser_leg.dataReceived
-    channel.connectionLost = browser_leg.connectionLost
-    browser.unregisterProducer()  # the HTTPChannel was the transport's producer
-    upstream.attach(browser)
-    browser.registerProducer(upstream.transport, True)
-    upstream.transport.registerProducer(browser, True)
-    for transport in (browser, upstream.transport):
+    # transport, but what arrives on it now goes straight to the app.
+    channel.dataReceived = app_transport.write  # type: ignore[method-assign]
+    channel.connectionLost = app.browser_gone  # type: ignore[method-assign]
+    IConsumer(browser).unregisterProducer()  # the HTTPChannel was its producer
+    app.attach(browser)
+    IConsumer(browser).registerProducer(IPushProducer(app_transport), True)
+    IConsumer(app_transport).registerProducer(IPushProducer(browser), True)
+    for transport in (browser, app_transport):
         keep_alive = getattr(transport, "setTcpKeepAlive", None)
         if keep_alive is not None:
             keep_alive(True)
-    upstream.transport.write(handshake)
-    browser.resumeProducing()
-
-
-class _BrowserLeg:
-    def __init__(self, transport: ITransport, upstream: _AppLeg) -> None:
-        self._transport = transport
-        self._upstream = upstream
-
-    def dataReceived(self, data: bytes) -> None:
-        self._upstream.transport.write(data)
-
-    def connectionLost(self, reason: Failure) -> None:
-        self._upstream.browser_gone()
+    app_transport.write(handshake)
+    IPushProducer(browser).resumeProducing()
 
 
 class _AppLeg(Protocol):
@@ -153,9 +146,10 @@ class _AppLeg(Protocol):
         if self._browser is not None:
             self._browser.write(data)
 
-    def browser_gone(self) -> None:
+    def browser_gone(self, reason: Failure) -> None:
         self._browser = None
-        self.transport.loseConnection()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         _log.info(

@@ -11,7 +11,7 @@ C{twistd --logger=wsse.logfile.observer}, naming the file in C{WSSE_LOGFILE}
 from __future__ import annotations
 
 import os
-from typing import IO
+from typing import IO, Any, cast
 
 from twisted.logger import FileLogObserver, ILogObserver, formatEventAsClassicLogText
 
@@ -45,4 +45,4 @@ class ReopeningFile:
 def observer() -> ILogObserver:
     """The factory for twistd's C{--logger}: text lines appended to C{$WSSE_LOGFILE}."""
     path = os.environ.get("WSSE_LOGFILE", "wsse.log")
-    return FileLogObserver(ReopeningFile(path), formatEventAsClassicLogText)
+    return FileLogObserver(cast(IO[Any], ReopeningFile(path)), formatEventAsClassicLogText)

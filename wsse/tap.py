@@ -16,7 +16,7 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -253,12 +253,12 @@ def _free_local_port() -> int:
         return port
 
 
-def makeService(options: Options, reactor: IReactorCore | None = None) -> IService:
+def makeService(options: Options, reactor: IReactorTime | None = None) -> IService:
     """The service for C{twistd wsse}: a MultiService of listeners."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
-        reactor = default_reactor  # type: ignore[assignment]
+        reactor = default_reactor
     _logging.set_level(options["log-level"])
     target = options["target"]
     demo_listen = None

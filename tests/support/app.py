@@ -19,6 +19,7 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -157,7 +158,9 @@ class WSAppFactory(WebSocketServerFactory):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         # Echo a client's close code and reason, as most servers do.
-        self.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0, echoCloseCodeReason=True)
+        self.setProtocolOptions(
+            maxFramePayloadSize=0, maxMessagePayloadSize=0, echoCloseCodeReason=True
+        )
         self.handshakes: list[Any] = []
         self.uris: list[str] = []
         self.open: list[WSApp] = []
@@ -182,3 +185,50 @@ class Root(Resource):
         if path == b"ws":
             return self._ws
         return self._app
+
+
+class RawApp(Protocol):
+    """
+    An app that reads its socket itself, so a test sees request bytes the
+    moment they arrive (twisted.web would hold a body until it is complete).
+    The test writes its answer; C{answer_at_once} answers as soon as it
+    connects, and C{paused} reads nothing at all.
+    """
+
+    def __init__(self, factory: RawAppFactory) -> None:
+        self.factory = factory
+        self.received = 0
+        self.data = b""
+
+    def connectionMade(self) -> None:
+        self.factory.connections.append(self)
+        if self.factory.paused:
+            self.transport.pauseProducing()
+        if self.factory.answer_at_once is not None:
+            self.transport.write(self.factory.answer_at_once)
+        self.factory.connected.put(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.factory.keep_data:
+            self.data += data
+        self.factory.arrivals.put(self.received)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.factory.lost.append(self)
+
+
+class RawAppFactory(ServerFactory):
+    def __init__(
+        self, answer_at_once: bytes | None = None, paused: bool = False, keep_data: bool = True
+    ) -> None:
+        self.answer_at_once = answer_at_once
+        self.paused = paused
+        self.keep_data = keep_data
+        self.connections: list[RawApp] = []
+        self.lost: list[RawApp] = []
+        self.connected: defer.DeferredQueue[RawApp] = defer.DeferredQueue()
+        self.arrivals: defer.DeferredQueue[int] = defer.DeferredQueue()
+
+    def buildProtocol(self, addr: object) -> RawApp:
+        return RawApp(self)

@@ -50,7 +50,9 @@ class ProxyTestCase(TestCase):
         self.app_factory = TrackingFactory(Site(Root(self.app, self.ws)))
         self.app_port = reactor.listenTCP(0, self.app_factory, interface="127.0.0.1")
         self.target = Target("http", "127.0.0.1", self.app_port.getHost().port)
-        self.proxy = WSSEResource(replace(Settings(target=self.target), **self.overrides), reactor=reactor)
+        self.proxy = WSSEResource(
+            replace(Settings(target=self.target), **self.overrides), reactor=reactor
+        )
         self.proxy_factory = TrackingFactory(make_site(self.proxy))
         self.proxy_port = reactor.listenTCP(0, self.proxy_factory, interface="127.0.0.1")
         self.port = self.proxy_port.getHost().port
