@@ -145,7 +145,9 @@ def main() -> None:
             process.wait()
 
     direct = rows[0]
-    print(f"WebSocket echo, {options.messages} pipelined messages, median of {options.repeat} runs\n")
+    print(
+        f"WebSocket echo, {options.messages} pipelined messages, median of {options.repeat} runs\n"
+    )
     print("| path | 100 B msg/s | 4 KiB msg/s | round trip p50 (us) | p99 (us) |")
     print("|---|---|---|---|---|")
     for name, small, large, p50, p99 in rows:

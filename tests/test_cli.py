@@ -5,23 +5,33 @@ and as a daemon, and C{python -m wsse}.
 Bad options end the process with one C{wsse: error:} line and a non-zero exit
 status, never a traceback nor twistd's whole help, and a daemon that cannot
 start says so before it forks instead of hanging or reporting "An error has
-occurred".  Good options serve the app, log, and stop cleanly on SIGTERM.
+occurred".  Good options serve the app, log, and stop cleanly on SIGTERM;
+an C{ssl:} endpoint serves it over https and wss.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from twisted.internet.endpoints import quoteStringArgument
 from websockets.sync.client import connect
 
 from tests.support.processes import BIN, ROOT, free_port, running, wait_for_port
@@ -53,6 +63,20 @@ BAD = {
     ],
     "host-unusable": ["--target-port", "8080", "--host", UNUSABLE, "--listen-port", "{port}"],
     "port-in-use": ["--target-port", "8080", "--listen", "tcp:{port}:interface=127.0.0.1"],
+    "listen-unknown-endpoint-type": ["--target-port", "8080", "--listen", "nonsense:1"],
+    "listen-tcp-port-abc": ["--target-port", "8080", "--listen", "tcp:abc"],
+    "listen-unix-missing-directory": [
+        "--target-port",
+        "8080",
+        "--listen",
+        "unix:/nonexistent/dir/wsse.sock",
+    ],
+    "forwarded-allow-ips-prefix-33": [
+        "--target-port",
+        "8080",
+        "--forwarded-allow-ips",
+        "10.0.0.0/33",
+    ],
 }
 
 MODES = ["twistd-nodaemon", "twistd-daemon", "python-m-wsse"]
@@ -165,11 +189,13 @@ def app(tmp_path: Path) -> Iterator[int]:
         yield port
 
 
-def _get_page(port: int, path: str = "/") -> str:
+def _get_page(port: int, path: str = "/", context: ssl.SSLContext | None = None) -> str:
+    """A page as a browser navigating to it asks for it; over https when given a TLS context."""
+    scheme = "http" if context is None else "https"
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", headers={"Sec-Fetch-Dest": "document"}
+        f"{scheme}://127.0.0.1:{port}{path}", headers={"Sec-Fetch-Dest": "document"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
         assert response.status == 200
         return response.read().decode()
 
@@ -265,6 +291,33 @@ def test_twistd_pidfile_is_written_and_removed(app: int, tmp_path: Path) -> None
     assert f"tcp:{port}:interface=127.0.0.1" in line, line
     assert f":{app}" in line, line
     assert "GET /" in output, output
+
+
+def test_twistd_daemon_with_logfile_serves_and_stops(app: int, tmp_path: Path) -> None:
+    """Daemonized as an init script would run it: --pidfile and --logfile as twistd defines them."""
+    port = free_port()
+    pidfile, logfile = tmp_path / "d.pid", tmp_path / "d.log"
+    started = subprocess.run(
+        [
+            TWISTD, f"--pidfile={pidfile}", f"--logfile={logfile}", "wsse",
+            "--target-port", str(app), "--listen", f"tcp:{port}:interface=127.0.0.1",
+        ],
+        capture_output=True, timeout=30, cwd=tmp_path,
+    )  # fmt: skip
+    assert started.returncode == 0, started
+    pid = int(pidfile.read_text())
+    try:
+        wait_for_port(port)
+        _assert_served_with_shim(port)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pidfile.exists(), "the daemon did not stop and remove its pidfile"
+    log = logfile.read_text()
+    assert "listening on" in log and "GET / " in log, log
+    assert "Traceback" not in log, log
 
 
 def test_host_and_listen_port_options(app: int, tmp_path: Path) -> None:
@@ -393,3 +446,179 @@ def test_help_exits_zero_without_traceback() -> None:
         assert result.returncode == 0, result.stdout + result.stderr
         assert "--target-port=" in result.stdout
         assert "Traceback" not in result.stdout + result.stderr
+
+
+# -- TLS: an ssl: endpoint --------------------------------------------------------
+
+
+class Certificate(NamedTuple):
+    """A self-signed certificate for 127.0.0.1 and localhost, and a client context trusting it."""
+
+    key: Path
+    cert: Path
+    context: ssl.SSLContext
+
+    def listen(self, port: int) -> str:
+        """The C{--listen} endpoint string serving TLS with this certificate on 127.0.0.1."""
+        key, cert = quoteStringArgument(str(self.key)), quoteStringArgument(str(self.cert))
+        return f"ssl:{port}:privateKey={key}:certKey={cert}:interface=127.0.0.1"
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wsse test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        # Its own trust anchor: a CA certificate that also serves.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = tmp_path / "key.pem", tmp_path / "cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # Verification stays on: the certificate is the only CA trusted, and
+    # 127.0.0.1 (the address connected to) must be in its names.
+    context = ssl.create_default_context(cafile=str(cert_path))
+    return Certificate(key_path, cert_path, context)
+
+
+# An app that answers every GET with the request headers it received, as JSON
+# pairs (repeated headers stay separate).
+ECHO_HEADERS_APP = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Echo(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(list(self.headers.items())).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+"""
+
+
+@pytest.fixture
+def echo_headers_app() -> Iterator[int]:
+    port = free_port()
+    with running([PYTHON, "-c", ECHO_HEADERS_APP, str(port)], port):
+        yield port
+
+
+def test_python_m_wsse_serves_over_tls(app: int, certificate: Certificate, tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "wsse.log"
+    listen = certificate.listen(port)
+    with running(
+        [PYTHON, "-m", "wsse", "--target-port", str(app), "--listen", listen], port, log=log
+    ) as process:
+        page = _get_page(port, context=certificate.context)
+        assert APP_CONTENT in page, page
+        assert "data-wsse=" in page, page
+        assert _stop(process) == 0
+    output = log.read_text()
+    assert "Traceback" not in output, output
+    line = _listening_line(output)
+    assert f"ssl:{port}:" in line, line
+
+
+def test_app_behind_tls_sees_forwarded_proto_https(
+    echo_headers_app: int, certificate: Certificate, tmp_path: Path
+) -> None:
+    port = free_port()
+    log = tmp_path / "wsse.log"
+    command = [
+        PYTHON, "-m", "wsse", "--target-port", str(echo_headers_app),
+        "--listen", certificate.listen(port),
+    ]  # fmt: skip
+    with running(command, port, log=log) as process:
+        request = urllib.request.Request(f"https://127.0.0.1:{port}/headers")
+        with urllib.request.urlopen(request, timeout=10, context=certificate.context) as response:
+            assert response.status == 200
+            received = json.loads(response.read())
+        assert _stop(process) == 0
+    forwarded = [value for name, value in received if name.lower() == "x-forwarded-proto"]
+    assert forwarded == ["https"], received
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+@pytest.mark.parametrize("launcher", ["python-m-wsse", "twistd-nodaemon"])
+def test_demo_over_tls_serves_its_page_and_echoes_over_wss(
+    launcher: str, certificate: Certificate, tmp_path: Path
+) -> None:
+    port = free_port()
+    log = tmp_path / "wsse.log"
+    options = ["--demo", "--listen", certificate.listen(port)]
+    if launcher == "python-m-wsse":
+        command = [PYTHON, "-m", "wsse", *options]
+    else:
+        command = [TWISTD, "-n", "--pidfile=", "wsse", *options]
+    with running(command, port, log=log) as process:
+        page = _get_page(port, context=certificate.context)
+        assert "wsse demo" in page, page
+        assert "data-wsse=" in page, page
+        with connect(
+            f"wss://127.0.0.1:{port}/ws",
+            ssl=certificate.context,
+            open_timeout=10,
+            close_timeout=5,
+        ) as ws:
+            welcome = ws.recv(timeout=10)
+            assert "welcome" in str(welcome), welcome
+            message = json.dumps({"hello": "through wsse over TLS"})
+            ws.send(message)
+            assert ws.recv(timeout=10) == message
+        status = _stop(process)
+    output = log.read_text()
+    if launcher == "python-m-wsse":
+        assert status == 0
+        assert "Traceback" not in output, output
+    else:
+        _assert_clean_twistd_exit(status, output)
+    line = _listening_line(output)
+    assert f"ssl:{port}:" in line, line

@@ -66,8 +66,8 @@ CASES = [
         b'<?xml version="1.0"?><!DOCTYPE html><html>|<body>',
     ),
     (
-        b'<!doctype html><head><meta name=viewport content="width=device-width"><script>',
-        b'<!doctype html><head>|<meta name=viewport content="width=device-width"><script>',
+        b'<!doctype html><head><meta name=viewport content="width=device-width"><meta charset=utf-8><script>',
+        b'<!doctype html><head><meta name=viewport content="width=device-width"><meta charset=utf-8>|<script>',
     ),
     (b"<!doctype html>", b"<!doctype html>|"),
     (b"<!doctype html><html><head>   ", b"<!doctype html><html><head>   |"),
@@ -131,7 +131,7 @@ def test_after_insertion_everything_passes_as_is() -> None:
     assert injector.feed(b"<!doctype html><p>") == b"<!doctype html>" + MARK + b"<p>"
     chunk = b"<head><!-- <script>"
     assert injector.feed(chunk) is chunk
-    assert injector.injected
+    assert injector.done
 
 
 # Documents built from the tokens that matter, to check the injector on
@@ -192,7 +192,7 @@ def test_any_chunking_gives_the_same_bytes_and_touches_nothing_else(
     chunked = b"".join(out)
     assert chunked == whole
     assert whole.count(MARK) <= 1 + document.count(MARK)
-    if injector.injected:
+    if MARK in whole:
         at = whole.index(MARK)
         assert whole[:at] + whole[at + len(MARK) :] == document
     else:
@@ -335,6 +335,27 @@ def test_a_navigation_to_an_html_page_is_rewritten() -> None:
     assert rewriter is not None
     assert not headers.hasHeader(b"content-length")
     assert headers.getRawHeaders(b"etag") == [b'W/"abc"']
+
+
+def test_pages_vary_with_the_request_destination() -> None:
+    _, rewritten = _plan({b"sec-fetch-dest": b"document"}, {**HTML, b"vary": [b"Accept-Encoding"]})
+    assert rewritten.getRawHeaders(b"vary") == [b"Accept-Encoding, Sec-Fetch-Dest"]
+    _, fetched = _plan({b"sec-fetch-dest": b"empty"}, dict(HTML))
+    assert fetched.getRawHeaders(b"vary") == [b"Sec-Fetch-Dest"]
+    _, other = _plan({b"sec-fetch-dest": b"document"}, {b"content-type": [b"text/css"]})
+    assert other.getRawHeaders(b"vary") is None
+
+
+def test_a_revalidated_page_keeps_the_weak_etag_of_its_rewritten_copy() -> None:
+    rewriter, headers = _plan({b"sec-fetch-dest": b"document"}, {b"etag": [b'"v1"']}, code=304)
+    assert rewriter is None
+    assert headers.getRawHeaders(b"etag") == [b'W/"v1"']
+    assert headers.getRawHeaders(b"vary") == [b"Sec-Fetch-Dest"]
+
+
+def test_a_rewritten_page_offers_no_ranges() -> None:
+    _, headers = _plan({}, {**HTML, b"accept-ranges": [b"bytes"]})
+    assert not headers.hasHeader(b"accept-ranges")
 
 
 def test_a_weak_etag_stays_as_it_was() -> None:

@@ -8,19 +8,20 @@ far more data than the allowed growth, so a proxy that buffered would fail.
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
 from typing import Any
 
 from twisted.internet import defer, reactor, task
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IProtocolFactory, IPushProducer
 from twisted.trial.unittest import TestCase
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from tests.support.app import App, RawAppFactory, Root, WSAppFactory
-from tests.support.clients import http, raw_connection, ws_connect
+from tests.support.app import RawAppFactory, app_site
+from tests.support.clients import http, parse_response, raw_connection, ws_connect
 from tests.support.harness import TrackingFactory, autobahn_timers_expired
 from tests.support.processes import free_port, rss_kib, wait_for_port
 
@@ -62,31 +63,28 @@ class Flood:
 
 
 class WsseProcess(TestCase):
-    """The app in this reactor, wsse as a process in front of it."""
+    """The app in this reactor (L{App} unless C{make_app} says otherwise), wsse as a process in front of it."""
 
     timeout = 300
     extra_options: list[str] = []
 
+    def make_app(self) -> IProtocolFactory:
+        self.app, self.ws, site = app_site()
+        return site
+
     def setUp(self) -> None:
-        self.app = App()
-        self.ws = WSAppFactory()
-        self.app_factory = TrackingFactory(Site(Root(self.app, self.ws)))
+        self.app_factory = TrackingFactory(self.make_app())
         self.app_port = reactor.listenTCP(0, self.app_factory, interface="127.0.0.1")
         self.port = free_port()
         self.wsse = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "wsse",
-                "--target",
-                f"http://127.0.0.1:{self.app_port.getHost().port}",
-                "--listen",
-                f"tcp:{self.port}:interface=127.0.0.1",
-                "--log-level",
-                "warning",
+                sys.executable, "-m", "wsse",
+                "--target", f"http://127.0.0.1:{self.app_port.getHost().port}",
+                "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+                "--log-level", "warning",
                 *self.extra_options,
             ]
-        )
+        )  # fmt: skip
         wait_for_port(self.port, process=self.wsse)
         self.floods: list[Flood] = []
         self.addCleanup(self._stop)
@@ -155,6 +153,34 @@ class HTTPMemory(WsseProcess):
         print(f"256 MiB page: wsse RSS {before} KiB before, {peak} KiB at peak")
         self.assertLess(peak - before, ALLOWED_GROWTH_KIB)
 
+    async def test_a_small_gzip_page_that_decodes_to_256_mib_does_not_grow_wsse(self) -> None:
+        page = b"<!doctype html><html><head><title>bomb</title><p>" + b"x" * (256 * MIB)
+        compressed = gzip.compress(page, compresslevel=9)
+
+        def bomb(request: Request) -> bytes:
+            request.setHeader(b"content-type", b"text/html")
+            request.setHeader(b"content-encoding", b"gzip")
+            return compressed
+
+        self.app.route(b"/bomb", bomb)
+        before = await self.baseline()
+        client = await raw_connection(
+            self.port,
+            b"GET /bomb HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Sec-Fetch-Dest: document\r\nAccept-Encoding: gzip\r\n\r\n",
+        )
+        peak = before
+        while not client.done.called:
+            peak = max(peak, rss_kib(self.wsse.pid))
+            await task.deferLater(reactor, 0.1, lambda: None)
+        response = parse_response(await client.done)
+        body = gzip.decompress(response.body)
+        self.assertEqual(len(body), len(page) + body.index(b"<title>") - page.index(b"<title>"))
+        print(
+            f"{len(compressed) // 1024} KiB gzip page of 256 MiB: wsse RSS {before} KiB before, {peak} KiB at peak"
+        )
+        self.assertLess(peak - before, ALLOWED_GROWTH_KIB)
+
     async def test_a_browser_that_stops_reading_pauses_the_app(self) -> None:
         self.route_flood(b"/big", 1024 * MIB, b"application/octet-stream")
         before = await self.baseline()
@@ -185,7 +211,6 @@ class WebSocketMemory(WsseProcess):
         while not self.ws.open:
             await task.deferLater(reactor, 0.01, lambda: None)
         app_socket = self.ws.open[0]
-        app_socket.sendMessage(b"!")  # nothing; ensures the socket is live
         total = 256 * MIB
         chunk = os.urandom(256 * 1024)  # incompressible, or permessage-deflate would shrink it
         for _ in range(total // len(chunk)):
@@ -202,43 +227,40 @@ class WebSocketMemory(WsseProcess):
         self.assertGreater(backlog, 128 * MIB)
         client.transport.abortConnection()
 
+    async def test_an_app_that_stops_reading_pauses_the_browser(self) -> None:
+        before = await self.baseline()
+        client = await ws_connect(self.port, deflate=self.deflate)
+        while not self.ws.open:
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.ws.open[0].transport.pauseProducing()  # the app stops reading
+        chunk = os.urandom(256 * 1024)
+        # 64 MiB (twice what wsse may grow by): a client masks every frame,
+        # which is slow in Python.
+        for _ in range(64 * MIB // len(chunk)):
+            client.sendMessage(chunk, isBinary=True)
+        await task.deferLater(reactor, 3.0, lambda: None)
+        grown = rss_kib(self.wsse.pid) - before
+        backlog = len(client.transport.dataBuffer) + client.transport._tempDataLen
+        print(
+            f"websocket upload flood (deflate={self.deflate}): wsse grew {grown} KiB; "
+            f"{backlog / MIB:.0f} MiB held back in the browser"
+        )
+        self.assertLess(grown, ALLOWED_GROWTH_KIB)
+        self.assertGreater(backlog, 32 * MIB)
+        client.transport.abortConnection()
+
 
 class DeflatingWebSocketMemory(WebSocketMemory):
     deflate = True
     extra_options = ["--ws-deflate"]
 
 
-class UploadMemory(TestCase):
+class UploadMemory(WsseProcess):
     """Uploads through a wsse process to an app that reads its socket itself."""
 
-    timeout = 300
-
-    def setUp(self) -> None:
+    def make_app(self) -> RawAppFactory:
         self.raw = RawAppFactory(keep_data=False)
-        self.raw_factory = TrackingFactory(self.raw)
-        self.raw_port = reactor.listenTCP(0, self.raw_factory, interface="127.0.0.1")
-        self.port = free_port()
-        self.wsse = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "wsse",
-                "--target",
-                f"http://127.0.0.1:{self.raw_port.getHost().port}",
-                "--listen",
-                f"tcp:{self.port}:interface=127.0.0.1",
-                "--log-level",
-                "warning",
-            ]
-        )
-        wait_for_port(self.port, process=self.wsse)
-        self.addCleanup(self._stop)
-
-    async def _stop(self) -> None:
-        self.wsse.terminate()
-        self.wsse.wait(10)
-        await self.raw_port.stopListening()
-        await self.raw_factory.closed()
+        return self.raw
 
     async def _upload(self, total: int) -> Any:
         client = await raw_connection(

@@ -1,14 +1,16 @@
 """
-wsse as users get it: the wheel's contents, a fresh install of that wheel, an
-editable install, and an uninstall, each in its own virtual environment.
+wsse as users get it: the wheel's contents, a fresh install as the README
+says (C{pip install .} in the project directory), an editable install, and an
+uninstall, each in its own virtual environment.
 
 The twistd plugin ships as C{twisted/plugins/wsse_plugin.py} and nothing else
 under C{twisted/}: a wheel that carried C{twisted/__init__.py} or
 C{twisted/plugins/__init__.py} would overwrite Twisted's own on install and
 remove them on uninstall, breaking every twistd plugin.
 
-Every command in a fresh environment runs from a scratch directory, so that
-nothing is imported from the source tree by accident.
+Every command in a fresh environment but the README's C{pip install .} runs
+from a scratch directory, so that nothing is imported from the source tree by
+accident.
 """
 
 from __future__ import annotations
@@ -171,13 +173,14 @@ def test_wheel_declares_the_console_script(wheel: Path) -> None:
     assert "wsse = wsse._cli:main" in text
 
 
-# -- a fresh install of the wheel ---------------------------------------------
+# -- a fresh install, as the README says ---------------------------------------
 
 
 @pytest.fixture(scope="module")
-def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """A fresh venv with wsse installed by the README's command: C{pip install .} in the project."""
     venv = _make_venv(tmp_path_factory.mktemp("installed"))
-    _check(venv.run(venv.bin / "python", "-m", "pip", "install", wheel, timeout=INSTALL_TIMEOUT))
+    _check(_run([venv.bin / "pip", "install", "."], cwd=ROOT, timeout=INSTALL_TIMEOUT))
     return venv
 
 

@@ -9,13 +9,12 @@ from typing import Any
 
 import brotli
 from twisted.internet import defer, reactor, task
-from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tests.support.app import RawApp, RawAppFactory
 from tests.support.clients import http, parse_response, raw_connection, raw_exchange
-from tests.support.harness import ProxyTestCase, TrackingFactory
-from wsse import HostHeader, WSSEResource, make_site
+from tests.support.harness import ProxyTestCase
+from wsse import HostHeader
 
 PAGE = b"<!DOCTYPE html><html><head><title>page</title><script>var page = 1;</script></head><body>hello</body></html>"
 
@@ -75,9 +74,10 @@ class MethodsPathsBodies(ProxyTestCase):
     async def test_keep_alive_connections_to_the_app_are_reused(self) -> None:
         for _ in range(20):
             await http(self.port, target=b"/x")
-        # Each request came over its own browser connection, yet the app saw
-        # them over one or two pooled connections.
-        self.assertLessEqual(len(self.app_factory.protocols), 2)
+        # Each request came over its own browser connection, yet the app
+        # accepted one connection for all of them.
+        self.assertEqual(self.proxy_factory.accepted, 20)
+        self.assertEqual(self.app_factory.accepted, 1)
         self.assertEqual(len(self.app.seen), 20)
 
 
@@ -109,6 +109,20 @@ class Headers(ProxyTestCase):
         ]:
             self.assertNotIn(hop, names)
         self.assertEqual(seen.header(b"x-end-to-end"), [b"kept"])
+
+    async def test_hop_by_hop_response_headers_are_dropped(self) -> None:
+        def hops(request: Request) -> bytes:
+            request.setHeader(b"keep-alive", b"timeout=5")
+            request.setHeader(b"proxy-connection", b"keep-alive")
+            request.setHeader(b"upgrade", b"h2c")
+            request.setHeader(b"x-end-to-end", b"kept")
+            return b"ok"
+
+        self.app.route(b"/hops", hops)
+        response = await http(self.port, target=b"/hops")
+        names = {name.lower() for name, _ in response.headers}
+        self.assertFalse(names & {b"keep-alive", b"proxy-connection", b"upgrade"})
+        self.assertEqual(response.header(b"x-end-to-end"), [b"kept"])
 
     async def test_repeated_request_headers_stay_separate(self) -> None:
         await http(
@@ -186,6 +200,24 @@ class Headers(ProxyTestCase):
         self.assertEqual(response.header(b"refresh"), [b"5; url=/later"])
 
 
+class UntrustedPeers(ProxyTestCase):
+    overrides = {"forwarded_allow_ips": ()}
+
+    async def test_a_client_cannot_choose_the_forwarded_proto_and_host(self) -> None:
+        await http(
+            self.port,
+            target=b"/h",
+            headers=[(b"X-Forwarded-Proto", b"https"), (b"X-Forwarded-Host", b"evil.example")],
+        )
+        seen = self.app.seen[-1]
+        self.assertEqual(seen.header(b"x-forwarded-proto"), [b"http"])
+        self.assertEqual(seen.header(b"x-forwarded-host"), [b"proxy.example"])
+
+    async def test_the_forwarded_for_chain_is_still_appended_to(self) -> None:
+        await http(self.port, target=b"/h", headers=[(b"X-Forwarded-For", b"10.0.0.1")])
+        self.assertEqual(self.app.seen[-1].header(b"x-forwarded-for"), [b"10.0.0.1, 127.0.0.1"])
+
+
 class TargetHostHeader(ProxyTestCase):
     overrides = {"host_header": HostHeader.TARGET}
 
@@ -239,7 +271,7 @@ class Failures(ProxyTestCase):
         self.assertNotIn(b"127.0.0.1", response.body)
         self.assertNotIn(b"refused", response.body.lower())
         self.assertNotIn(b"Traceback", response.body)
-        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     async def test_app_closing_without_an_answer_is_a_502(self) -> None:
         def hang_up(request: Request) -> int:
@@ -249,7 +281,6 @@ class Failures(ProxyTestCase):
         self.app.route(b"/hangup", hang_up)
         response = await http(self.port, b"POST", b"/hangup", body=b"x")
         self.assertEqual(response.status, 502)
-        self.flushLoggedErrors()
 
     async def test_app_cutting_a_body_short_cuts_the_browser_s_response(self) -> None:
         def cut(request: Request) -> int:
@@ -310,9 +341,6 @@ class ClientLeaves(ProxyTestCase):
         gone = streaming[0].notifyFinish()
         client.transport.loseConnection()
         await self.assertFailure(gone, Exception)
-        # The app keeps writing into its closed request; wsse writes nothing
-        # to the browser's finished one (trial fails the test on a logged error).
-        streaming[0].write(b"more")
 
 
 class Streaming(ProxyTestCase):
@@ -350,9 +378,15 @@ class Streaming(ProxyTestCase):
 
 class LongStreams(ProxyTestCase):
     overrides = {"response_timeout": 2.0}
+    site_timeout = 3.0
 
     async def test_an_event_stream_outlives_every_timeout(self) -> None:
-        """A 40 s event stream, one event a second, each reaching the browser before the next is written."""
+        """
+        A 40 s event stream, one event a second, each reaching the browser
+        before the next is written, through a wsse whose response timeout (2 s)
+        and idle timeout (3 s) are both far shorter than the stream.  The
+        latency is printed here and measured in bench/relay.py.
+        """
         received: defer.DeferredQueue[bytes] = defer.DeferredQueue()
         writer: list[Request] = []
 
@@ -497,27 +531,12 @@ class Injection(ProxyTestCase):
         self.assertFalse(raw.endswith(b"0\r\n\r\n"))
 
 
-class StreamingUploads(TestCase):
+class StreamingUploads(ProxyTestCase):
     """Request bodies reach the app while the browser is still sending them."""
 
-    timeout = 60
-
-    def setUp(self) -> None:
+    def make_app(self) -> RawAppFactory:
         self.raw = RawAppFactory()
-        self.raw_factory = TrackingFactory(self.raw)
-        self.raw_port = reactor.listenTCP(0, self.raw_factory, interface="127.0.0.1")
-        self.proxy = WSSEResource(f"http://127.0.0.1:{self.raw_port.getHost().port}")
-        self.proxy_factory = TrackingFactory(make_site(self.proxy))
-        self.proxy_port = reactor.listenTCP(0, self.proxy_factory, interface="127.0.0.1")
-        self.port = self.proxy_port.getHost().port
-        self.addCleanup(self._stop)
-
-    async def _stop(self) -> None:
-        await self.proxy.close()
-        await self.proxy_port.stopListening()
-        await self.raw_port.stopListening()
-        await self.proxy_factory.closed()
-        await self.raw_factory.closed()
+        return self.raw
 
     async def until_app_holds(self, marker: bytes) -> RawApp:
         while not self.raw.connections or marker not in self.raw.connections[-1].data:
@@ -591,3 +610,61 @@ class StreamingUploads(TestCase):
         client.transport.abortConnection()
         while app not in self.raw.lost:
             await task.deferLater(reactor, 0.01, lambda: None)
+
+
+class HeldUploads(ProxyTestCase):
+    site_timeout = 0.5
+
+    def make_app(self) -> RawAppFactory:
+        self.raw = RawAppFactory(paused=True, keep_data=False)
+        return self.raw
+
+    async def test_an_upload_held_back_longer_than_the_idle_timeout_completes(self) -> None:
+        total = 32 * 1024 * 1024
+        client = await raw_connection(
+            self.port,
+            b"PUT /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+            % total,
+        )
+        client.transport.write(b"u" * total)
+        app = await self.raw.connected.get()
+        # The app reads nothing for four idle timeouts; the browser waits.
+        await task.deferLater(reactor, 2.0, lambda: None)
+        app.transport.resumeProducing()
+        while app.received < total:
+            await self.raw.arrivals.get()
+        app.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(parse_response(await client.done).status, 204)
+
+
+class RawAppResponses(ProxyTestCase):
+    def make_app(self) -> RawAppFactory:
+        self.raw = RawAppFactory()
+        return self.raw
+
+    async def _next_request(self) -> RawApp:
+        """The app connection that holds a request it has not answered yet."""
+        while True:
+            for app in self.raw.connections:
+                if app.data.count(b"GET /r ") > app.answered:
+                    app.answered += 1
+                    return app
+            await self.raw.arrivals.get()
+
+    async def test_a_browser_leaving_as_the_app_finishes_gets_nothing_written(self) -> None:
+        """
+        The browser's close and the app's last chunk arrive together, in either
+        order: wsse writes nothing to the finished request (trial fails the test
+        on any error logged, such as finish() after the connection was lost).
+        """
+        for _ in range(20):
+            client = await raw_connection(self.port, b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
+            app = await self._next_request()
+            app.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+            )
+            await client.first_data
+            client.transport.abortConnection()
+            app.transport.write(b"4\r\nlast\r\n0\r\n\r\n")
+            await client.done
+            await task.deferLater(reactor, 0.02, lambda: None)

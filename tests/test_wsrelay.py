@@ -7,11 +7,12 @@ message relay that offers permessage-deflate (C{--ws-deflate}).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.internet import defer, reactor, task
 
-from tests.support.clients import http, ws_connect
+from tests.support.clients import http, parse_response, raw_connection, ws_connect
 from tests.support.harness import ProxyTestCase
 
 
@@ -108,6 +109,12 @@ class RelayTests:
                 await self.connect(path=path)
             self.assertIn(f"[{status}]", str(raised.exception))  # type: ignore[attr-defined]
 
+    async def test_an_app_slow_to_accept_still_gets_its_socket(self) -> None:
+        client = await self.connect(path="/ws/slow")
+        client.sendMessage(b"late but open")
+        self.assertEqual(await client.messages.get(), (b"late but open", False))
+        await self.close(client)
+
     async def test_close_codes_and_reasons_pass_from_the_browser(self) -> None:
         for code, reason in [
             (1000, "done"),
@@ -122,6 +129,14 @@ class RelayTests:
             self.assertTrue(was_clean)
             self.assertEqual(echoed, code)
             self.assertEqual(await app_closed, (True, code, reason or None))
+
+    async def test_a_close_without_a_code_passes_as_such(self) -> None:
+        client = await self.connect()
+        app_closed = self.ws.next_close()  # type: ignore[attr-defined]
+        client.sendCloseFrame()
+        was_clean, code, _ = await client.closed
+        self.assertTrue(was_clean)
+        self.assertEqual(await app_closed, (True, None, None))
 
     async def test_close_codes_and_reasons_pass_from_the_app(self) -> None:
         for code, reason in [
@@ -159,7 +174,44 @@ class RelayTests:
         self.assertIn("[502]", str(raised.exception))  # type: ignore[attr-defined]
 
 
+class SlowAppTests:
+    deflate = False
+
+    async def test_an_app_too_slow_to_answer_the_handshake_is_a_504(self) -> None:
+        with self.assertRaises(ConnectionError) as raised:  # type: ignore[attr-defined]
+            await ws_connect(self.port, "/ws/slow", deflate=self.deflate)  # type: ignore[attr-defined]
+        self.assertIn("[504]", str(raised.exception))  # type: ignore[attr-defined]
+
+
+class SpliceSlowApp(SlowAppTests, ProxyTestCase):
+    overrides = {"response_timeout": 0.5}
+
+
+class DeflateSlowApp(SlowAppTests, ProxyTestCase):
+    deflate = True
+    overrides = {"response_timeout": 0.5, "ws_deflate": True}
+
+
+UPGRADE = (
+    b"GET /plain HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
 class Splice(RelayTests, ProxyTestCase):
+    async def test_a_refused_upgrade_ends_the_connection(self) -> None:
+        """Nothing sent after the app's refusal can reach the app past wsse."""
+        client = await raw_connection(self.port, UPGRADE)
+        await client.first_data
+        client.transport.write(
+            b"GET /second HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n"
+        )
+        response = parse_response(await client.done)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.header(b"connection"), [b"close"])
+        self.assertEqual(response.raw.count(b"HTTP/1.1 "), 1)
+        self.assertEqual([seen.uri for seen in self.app.seen], [b"/plain"])
+
     async def test_a_non_websocket_upgrade_is_plain_http(self) -> None:
         response = await http(
             self.port, target=b"/h", headers=[(b"Upgrade", b"h2c"), (b"Connection", b"Upgrade")]
@@ -192,3 +244,15 @@ class Deflate(RelayTests, ProxyTestCase):
         client.sendMessage(b"hi")
         self.assertEqual(await client.messages.get(), (b"hi", False))
         await self.close(client)
+
+
+class DeflateLimits(ProxyTestCase):
+    overrides = {"ws_deflate": True, "max_message_size": 1024 * 1024}
+
+    async def test_a_message_over_the_limit_closes_with_1009(self) -> None:
+        client = await ws_connect(self.port, deflate=True)
+        client.sendMessage(b"small", isBinary=True)
+        self.assertEqual(await client.messages.get(), (b"small", True))
+        client.sendMessage(os.urandom(2 * 1024 * 1024), isBinary=True)
+        _, code, _ = await client.closed
+        self.assertEqual(code, 1009)

@@ -1,5 +1,3 @@
 from twisted.application.service import ServiceMaker
 
-wsse = ServiceMaker(
-    "wsse", "wsse.tap", "WebSocket fallback proxy: SSE and POST where WebSocket is blocked", "wsse"
-)
+wsse = ServiceMaker("wsse", "wsse.tap", "A reverse proxy for WebSocket apps behind gateways", "wsse")

@@ -6,9 +6,8 @@ serve it, and L{Settings} and L{Target} to configure it.  C{twistd wsse} and the
 C{wsse} command run it as a service (L{wsse.tap}).
 """
 
-from wsse._forwarding import HostHeader
 from wsse._resource import WSSEResource
-from wsse._settings import Settings
+from wsse._settings import HostHeader, Settings
 from wsse._site import make_site
 from wsse._target import Target
 

@@ -2,8 +2,7 @@
 A small chat app over WebSocket, for C{--demo}: one command shows wsse at work.
 
 The page is served by the app and reaches the browser through wsse like any
-app's page, shim included, so it can tell whether its socket is native or
-carried by the fallback.
+app's page, shim included, and shows how the shim carries its socket.
 """
 
 from __future__ import annotations

@@ -10,21 +10,29 @@ each chunk so that a page the app streams still renders as it arrives.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import brotli
 
-# Codings wsse can decode and re-encode, in the Accept-Encoding spelling.
-SUPPORTED = frozenset({b"gzip", b"x-gzip", b"deflate", b"br", b"identity"})
-
 _LEVEL = 6
 _BROTLI_QUALITY = 5
+# Decoded output comes in pieces of about this size, so that a small, highly
+# compressed body never turns into one huge string.
+PIECE = 64 * 1024
 
 
 class Codec(Protocol):
-    def decode(self, data: bytes) -> bytes: ...
-    def encode(self, data: bytes) -> bytes: ...
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        """The decoded bytes of C{data}, in pieces of about L{PIECE} bytes."""
+        ...
+
+    def compress(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes:
+        """What is needed for the bytes compressed so far to be decodable now."""
+        ...
+
     def finish(self) -> bytes:
         """Check that the input ended where its coding says it ends; return the encoded tail."""
         ...
@@ -34,60 +42,59 @@ class DecodingError(Exception):
     """The app's body is not valid in the coding it declared."""
 
 
-class _Gzip:
-    def __init__(self) -> None:
-        self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._encoder = zlib.compressobj(_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-
-    def decode(self, data: bytes) -> bytes:
-        out = []
-        try:
-            while data:
-                out.append(self._decoder.decompress(data))
-                # A gzip body may hold several members back to back.
-                data = self._decoder.unused_data
-                if data:
-                    self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        except zlib.error as e:
-            raise DecodingError(str(e)) from None
-        return b"".join(out)
-
-    def encode(self, data: bytes) -> bytes:
-        return self._encoder.compress(data) + self._encoder.flush(zlib.Z_SYNC_FLUSH)
-
-    def finish(self) -> bytes:
-        if not self._decoder.eof:
-            raise DecodingError("gzip body ended early")
-        return self._encoder.flush(zlib.Z_FINISH)
+def _pieces(decoder: zlib._Decompress, data: bytes) -> Iterator[bytes]:
+    try:
+        while True:
+            piece = decoder.decompress(data, PIECE)
+            data = decoder.unconsumed_tail
+            if piece:
+                yield piece
+            if not data and len(piece) < PIECE:
+                return
+    except zlib.error as e:
+        raise DecodingError(str(e)) from None
 
 
-class _Deflate:
-    """HTTP's "deflate" is zlib-wrapped; some servers send raw deflate, which is accepted."""
+class _Zlib:
+    """gzip and deflate: zlib streams with different wrappers."""
 
-    def __init__(self) -> None:
+    def __init__(self, wbits: int) -> None:
+        self._wbits = wbits
         self._decoder: zlib._Decompress | None = None
         self._head = b""
-        self._encoder = zlib.compressobj(_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS)
+        self._encoder = zlib.compressobj(_LEVEL, zlib.DEFLATED, wbits)
 
-    def decode(self, data: bytes) -> bytes:
+    def _decoder_for(self, data: bytes) -> zlib._Decompress:
+        if self._wbits == zlib.MAX_WBITS:
+            # HTTP's "deflate" is zlib-wrapped; some servers send raw deflate.
+            zlib_wrapped = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            return zlib.decompressobj(zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS)
+        return zlib.decompressobj(self._wbits)
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
         if self._decoder is None:
             self._head += data
             if len(self._head) < 2:
-                return b""
+                return
             data, self._head = self._head, b""
-            zlib_wrapped = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
-            self._decoder = zlib.decompressobj(zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS)
-        try:
-            return self._decoder.decompress(data)
-        except zlib.error as e:
-            raise DecodingError(str(e)) from None
+            self._decoder = self._decoder_for(data)
+        while True:
+            yield from _pieces(self._decoder, data)
+            data = self._decoder.unused_data
+            if not (self._decoder.eof and data and self._wbits != zlib.MAX_WBITS):
+                return
+            # A gzip body may hold several members back to back.
+            self._decoder = self._decoder_for(data)
 
-    def encode(self, data: bytes) -> bytes:
-        return self._encoder.compress(data) + self._encoder.flush(zlib.Z_SYNC_FLUSH)
+    def compress(self, data: bytes) -> bytes:
+        return self._encoder.compress(data)
+
+    def flush(self) -> bytes:
+        return self._encoder.flush(zlib.Z_SYNC_FLUSH)
 
     def finish(self) -> bytes:
         if self._decoder is None or not self._decoder.eof:
-            raise DecodingError("deflate body ended early")
+            raise DecodingError("the compressed body ended early")
         return self._encoder.flush(zlib.Z_FINISH)
 
 
@@ -96,27 +103,38 @@ class _Brotli:
         self._decoder = brotli.Decompressor()
         self._encoder = brotli.Compressor(quality=_BROTLI_QUALITY)
 
-    def decode(self, data: bytes) -> bytes:
+    def decode(self, data: bytes) -> Iterator[bytes]:
         try:
-            return bytes(self._decoder.process(data))
+            while True:
+                piece = bytes(self._decoder.process(data, output_buffer_limit=PIECE))
+                data = b""
+                if piece:
+                    yield piece
+                elif self._decoder.can_accept_more_data():
+                    return
         except brotli.error as e:
             raise DecodingError(str(e)) from None
 
-    def encode(self, data: bytes) -> bytes:
-        return bytes(self._encoder.process(data) + self._encoder.flush())
+    def compress(self, data: bytes) -> bytes:
+        return bytes(self._encoder.process(data))
+
+    def flush(self) -> bytes:
+        return bytes(self._encoder.flush())
 
     def finish(self) -> bytes:
         if not self._decoder.is_finished():
-            raise DecodingError("br body ended early")
+            raise DecodingError("the br body ended early")
         return bytes(self._encoder.finish())
 
 
-_CODECS: dict[bytes, type[_Gzip] | type[_Deflate] | type[_Brotli]] = {
-    b"gzip": _Gzip,
-    b"x-gzip": _Gzip,
-    b"deflate": _Deflate,
+_CODECS: dict[bytes, Callable[[], Codec]] = {
+    b"gzip": lambda: _Zlib(16 + zlib.MAX_WBITS),
+    b"x-gzip": lambda: _Zlib(16 + zlib.MAX_WBITS),
+    b"deflate": lambda: _Zlib(zlib.MAX_WBITS),
     b"br": _Brotli,
 }
+# Codings wsse can decode and re-encode, in the Accept-Encoding spelling.
+SUPPORTED = frozenset(_CODECS) | {b"identity"}
 
 
 def codings(header_values: Sequence[bytes] | None) -> list[bytes]:

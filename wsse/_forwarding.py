@@ -10,12 +10,11 @@ C{proxy_redirect default} does.
 
 from __future__ import annotations
 
-from enum import Enum
-
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
+from wsse._settings import HostHeader, Settings
 from wsse._target import Target
 
 # RFC 9110 section 7.6.1, plus the legacy Proxy-Connection.
@@ -32,13 +31,6 @@ HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     }
 )
-
-
-class HostHeader(Enum):
-    """Which Host the app is told."""
-
-    ORIGINAL = "original"  # the browser's, like nginx's "proxy_set_header Host $http_host"
-    TARGET = "target"  # the target's host:port, like nginx's default $proxy_host
 
 
 def split_mount(request: IRequest) -> tuple[bytes, bytes]:
@@ -83,38 +75,41 @@ def _client_host(request: IRequest) -> bytes | None:
     return None
 
 
-def upstream_request_headers(request: IRequest, target: Target, host_header: HostHeader) -> Headers:
+def upstream_request_headers(request: IRequest, settings: Settings) -> Headers:
     """
     The headers to send the app for this request.
 
     Content-Length is left out: the HTTP client derives it from the body it
     sends, and a forwarded copy would appear twice.  X-Forwarded-Proto and
-    X-Forwarded-Host set by a gateway in front are kept, since they describe
-    the browser's view better than wsse's own connection does.
+    X-Forwarded-Host describe the browser's view: a trusted gateway's values
+    are kept, anyone else's replaced, so a client cannot make the app build
+    its links on a host of the client's choosing.
     """
     incoming = request.requestHeaders
     headers = _end_to_end(incoming, frozenset({b"content-length", b"host"}))
     original_host = incoming.getRawHeaders(b"host", [None])[0]
-    if host_header is HostHeader.TARGET or original_host is None:
-        headers.setRawHeaders(b"host", [target.authority])
+    if settings.host_header is HostHeader.TARGET or original_host is None:
+        headers.setRawHeaders(b"host", [settings.target.authority])
     else:
         headers.setRawHeaders(b"host", [original_host])
     client = _client_host(request)
     if client is not None:
         chain = incoming.getRawHeaders(b"x-forwarded-for", [])
         headers.setRawHeaders(b"x-forwarded-for", [b", ".join([*chain, client])])
-    if not headers.hasHeader(b"x-forwarded-proto"):
+    trusted = client is None or settings.trusts_forwarded_headers_from(client.decode("ascii"))
+    if not (trusted and headers.hasHeader(b"x-forwarded-proto")):
         headers.setRawHeaders(b"x-forwarded-proto", [b"https" if request.isSecure() else b"http"])
-    if not headers.hasHeader(b"x-forwarded-host") and original_host is not None:
-        headers.setRawHeaders(b"x-forwarded-host", [original_host])
+    if not (trusted and headers.hasHeader(b"x-forwarded-host")):
+        if original_host is None:
+            headers.removeHeader(b"x-forwarded-host")
+        else:
+            headers.setRawHeaders(b"x-forwarded-host", [original_host])
     return headers
 
 
-def websocket_handshake_headers(
-    request: IRequest, target: Target, host_header: HostHeader
-) -> Headers:
+def websocket_handshake_headers(request: IRequest, settings: Settings) -> Headers:
     """The upgrade request's headers: end-to-end ones plus C{Upgrade}/C{Connection}."""
-    headers = upstream_request_headers(request, target, host_header)
+    headers = upstream_request_headers(request, settings)
     headers.setRawHeaders(b"upgrade", [b"websocket"])
     headers.setRawHeaders(b"connection", [b"Upgrade"])
     return headers
@@ -159,3 +154,29 @@ def _rewrite_refresh(value: bytes, target: Target, mount_path: bytes) -> bytes:
         return value
     start = index + 4
     return value[:start] + rewrite_location(value[start:], target, mount_path)
+
+
+_GATEWAY_MESSAGES = {
+    502: b"Bad Gateway: the app could not be reached.\n",
+    504: b"Gateway Timeout: the app did not answer in time.\n",
+}
+
+
+def gateway_error(request: IRequest, code: int) -> None:
+    """Answer with a short plain 502 or 504: no addresses, no exception text."""
+    message = _GATEWAY_MESSAGES[code]
+    request.setResponseCode(code)
+    request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
+    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(message)])
+    request.write(message)
+    request.finish()
+
+
+def gateway_error_bytes(code: int) -> bytes:
+    """The same answer as raw bytes, for a connection twisted.web no longer holds."""
+    message = _GATEWAY_MESSAGES[code]
+    reason = b"Bad Gateway" if code == 502 else b"Gateway Timeout"
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (code, reason, len(message), message)
+    )

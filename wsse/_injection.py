@@ -3,10 +3,11 @@ Putting the shim into HTML documents as they stream through.
 
 L{HTMLInjector} finds the insertion point incrementally: it passes over what may
 legally open a document (a BOM, whitespace, comments, the doctype, C{<html>},
-C{<head>}, a C{<meta>} that declares the charset) and inserts the shim before
-anything else, so it runs before the page's first script, never lands inside a
-comment, leaves the doctype first (no quirks mode) and keeps a charset
-declaration within the first kilobyte where browsers look for it.  Bytes are
+C{<head>}, C{<meta>} tags) and inserts the shim before anything else, so it runs
+before the page's first script, never lands inside a comment, leaves the doctype
+first (no quirks mode) and keeps a charset declaration within the first
+kilobyte where browsers look for it.  It stops at a C{<meta>} that carries a
+Content-Security-Policy: a policy in a page applies only to what follows it.  Bytes are
 emitted as soon as they are known to precede the insertion point; only a token
 still being classified (a few bytes, or one C{<meta>} tag) is held back.
 
@@ -79,7 +80,6 @@ class HTMLInjector:
         self._after_equals = False
         self._at_start = True
         self.done = False
-        self.injected = False
 
     def feed(self, data: bytes) -> bytes:
         if self.done:
@@ -98,7 +98,6 @@ class HTMLInjector:
         self.done = True
         if insert_at is None or not self._opened_like_document:
             return buf
-        self.injected = True
         return buf[:insert_at] + self._insertion + buf[insert_at:]
 
     def _scan(self, final: bool) -> bytes:
@@ -169,7 +168,10 @@ class HTMLInjector:
                     if final:
                         return self._finish(None)
                     break
-                if mode == _META and b"charset" not in buf[self._tag_start : end].lower():
+                if (
+                    mode == _META
+                    and b"content-security-policy" in buf[self._tag_start : end].lower()
+                ):
                     return self._finish(self._tag_start)
                 self._mode, i = _TOKEN, end + 1
         hold = self._tag_start if self._mode == _META else i
@@ -211,8 +213,11 @@ class PageRewriter:
         codec = self._codec
         if codec is None:
             return self._injector.feed(data)
-        out = self._injector.feed(codec.decode(data))
-        return codec.encode(out) if out else b""
+        # Piece by piece, so the decoded page is never held whole; one flush
+        # per chunk from the app keeps a streamed page rendering as it comes.
+        out = [codec.compress(self._injector.feed(piece)) for piece in codec.decode(data)]
+        out.append(codec.flush())
+        return b"".join(out)
 
     def finish(self) -> bytes:
         """The tail of the body; raises L{_encoding.DecodingError} if the body was cut short."""
@@ -220,7 +225,7 @@ class PageRewriter:
         codec = self._codec
         if codec is None:
             return out
-        return (codec.encode(out) if out else b"") + codec.finish()
+        return codec.compress(out) + codec.finish()
 
 
 # Sec-Fetch-Dest values of a navigation that loads a whole document.
@@ -263,8 +268,21 @@ def _is_html(response_headers: Headers) -> bool:
     return not any(name in charset for name in _NOT_UTF16)
 
 
-def _weaken(etag: bytes) -> bytes:
-    return etag if etag.startswith(b"W/") else b"W/" + etag
+def _weaken_etags(response_headers: Headers) -> None:
+    etags = response_headers.getRawHeaders(b"etag")
+    if etags:
+        response_headers.setRawHeaders(
+            b"etag", [tag if tag.startswith(b"W/") else b"W/" + tag for tag in etags]
+        )
+
+
+def _vary_on_destination(response_headers: Headers) -> None:
+    vary = b", ".join(response_headers.getRawHeaders(b"vary", []))
+    names = [name.strip().lower() for name in vary.split(b",")]
+    if b"*" not in names and b"sec-fetch-dest" not in names:
+        response_headers.setRawHeaders(
+            b"vary", [vary + b", Sec-Fetch-Dest" if vary else b"Sec-Fetch-Dest"]
+        )
 
 
 def plan_page_rewrite(
@@ -279,13 +297,22 @@ def plan_page_rewrite(
     """
     A rewriter for this response, with its headers adjusted; C{None} to pass it through.
 
-    Rewriting drops Content-Length (the body grows), weakens the ETag (the bytes
+    Rewriting drops Content-Length (the body grows) and Accept-Ranges (ranges of
+    the app's bytes are not ranges of these), weakens the ETag (the bytes
     differ, the meaning does not) and lets the shim through the page's CSP.
+    Every page says it varies with Sec-Fetch-Dest, so that a browser's cache
+    never hands a navigation the copy a fetch got without the shim.
     """
     wants_page = request_wants_page(request_headers)
-    if wants_page is False or method == b"HEAD" or code in (204, 206, 304):
+    if code == 304 and wants_page is not False:
+        # The cached copy this revalidates may be a rewritten one.
+        _weaken_etags(response_headers)
+        _vary_on_destination(response_headers)
         return None
     if not _is_html(response_headers):
+        return None
+    _vary_on_destination(response_headers)
+    if wants_page is False or method == b"HEAD" or code in (204, 206):
         return None
     try:
         codec = _encoding.codec_for(response_headers.getRawHeaders(b"content-encoding"))
@@ -303,9 +330,8 @@ def plan_page_rewrite(
         )
         response_headers.setRawHeaders(b"content-security-policy-report-only", report_only)
     response_headers.removeHeader(b"content-length")
-    etags = response_headers.getRawHeaders(b"etag")
-    if etags:
-        response_headers.setRawHeaders(b"etag", [_weaken(tag) for tag in etags])
+    response_headers.removeHeader(b"accept-ranges")
+    _weaken_etags(response_headers)
     injector = HTMLInjector(
         shim.script_tag(page_path, mount_path, nonce), known_document=bool(wants_page)
     )

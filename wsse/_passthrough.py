@@ -10,6 +10,7 @@ through a rewriting consumer that inserts the shim as the bytes pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -17,6 +18,7 @@ from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLo
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
@@ -32,7 +34,12 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from wsse import _encoding, _injection, _logging
-from wsse._forwarding import copy_response_headers, split_mount, upstream_request_headers
+from wsse._forwarding import (
+    copy_response_headers,
+    gateway_error,
+    split_mount,
+    upstream_request_headers,
+)
 from wsse._request_body import RequestBody
 from wsse._settings import Settings
 
@@ -52,9 +59,11 @@ class Passthrough(Resource):
         self._settings = settings
         self._agent = agent
         self._clock = clock
+        # Buffered request bodies are read out on the injected clock too.
+        self._cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
 
     def render(self, request: Request) -> int:
-        _Exchange(self._settings, self._agent, self._clock, request).start()
+        _Exchange(self._settings, self._agent, self._clock, self._cooperator, request).start()
         return NOT_DONE_YET
 
 
@@ -62,7 +71,7 @@ class Passthrough(Resource):
 class _TimedBody:
     """The request body, reporting when it has all been sent so the response timer can start."""
 
-    def __init__(self, body: IBodyProducer, sent: Any) -> None:
+    def __init__(self, body: IBodyProducer, sent: Callable[[], None]) -> None:
         self._body = body
         self._sent = sent
         self.length = body.length
@@ -91,11 +100,17 @@ class _Exchange:
     """One request's trip to the app and back."""
 
     def __init__(
-        self, settings: Settings, agent: IAgent, clock: IReactorTime, request: Request
+        self,
+        settings: Settings,
+        agent: IAgent,
+        clock: IReactorTime,
+        cooperator: Cooperator,
+        request: Request,
     ) -> None:
         self._settings = settings
         self._agent = agent
         self._clock = clock
+        self._cooperator = cooperator
         self._request = request
         self._mount_path, self._upstream_path = split_mount(request)
         self._pending: defer.Deferred[IResponse] | None = None
@@ -107,7 +122,7 @@ class _Exchange:
     def start(self) -> None:
         request = self._request
         settings = self._settings
-        headers = upstream_request_headers(request, settings.target, settings.host_header)
+        headers = upstream_request_headers(request, settings)
         accept_encoding = headers.getRawHeaders(b"accept-encoding")
         if accept_encoding and _injection.may_rewrite_request(headers):
             headers.setRawHeaders(
@@ -117,7 +132,7 @@ class _Exchange:
         if _has_body(request):
             content = request.content
             if not isinstance(content, RequestBody):
-                content = FileBodyProducer(content)
+                content = FileBodyProducer(content, self._cooperator)
             body = _TimedBody(content, self._start_timer)
         request.notifyFinish().addErrback(self._on_client_gone)
         self._pending = self._agent.request(
@@ -187,10 +202,7 @@ class _Exchange:
         if self._client_gone:
             return
         request = self._request
-        if self._timed_out or reason.check(ConnectTimeout):
-            code, message = 504, b"Gateway Timeout: the app did not answer in time.\n"
-        else:
-            code, message = 502, b"Bad Gateway: the app could not be reached.\n"
+        code = 504 if self._timed_out or reason.check(ConnectTimeout) else 502
         fields: dict[str, Any] = {
             "method": request.method.decode("latin-1"),
             "path": self._upstream_path.decode("latin-1"),
@@ -216,11 +228,7 @@ class _Exchange:
             )
         else:
             _log.failure("{method} {path}: no response from the app ({code})", reason, **fields)
-        request.setResponseCode(code)
-        request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
-        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % (len(message),)])
-        request.write(message)
-        request.finish()
+        gateway_error(request, code)
 
 
 class _BodyRelay(Protocol):

@@ -20,7 +20,7 @@ from urllib.parse import unquote_to_bytes
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IConsumer, IPushProducer
-from twisted.web.http import parse_qs
+from twisted.web.http import HTTPChannel, parse_qs
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -69,7 +69,8 @@ class RequestBody:
             finished.callback(None)
 
     def _pause_reading(self) -> None:
-        if not self._paused_reading and self._request.transport is not None:
+        # Unconditionally: twisted.web's channel may have resumed reading since.
+        if self._request.transport is not None:
             self._paused_reading = True
             IPushProducer(self._request.transport).pauseProducing()
 
@@ -117,6 +118,7 @@ class StreamingRequest(Request):
     content: RequestBody
 
     _streaming = False
+    _idle_timeout: float | None = None
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length <= STREAM_ABOVE or not self._start_early(length):
@@ -124,6 +126,8 @@ class StreamingRequest(Request):
 
     def _start_early(self, length: int | None) -> bool:
         channel = self.channel
+        if not isinstance(channel, HTTPChannel):
+            return False  # HTTP/2 streams keep twisted.web's buffered bodies
         method, uri, version = channel._command, channel._path, channel._version
         path, _, query = uri.partition(b"?")
         self.method, self.uri, self.clientproto, self.path = method, uri, version, path
@@ -136,11 +140,17 @@ class StreamingRequest(Request):
             return False
         self._streaming = True
         self.content = RequestBody(self, length)
+        # The channel stops its idle timeout once a body is in; this request
+        # is under way before, and wsse itself may hold the browser back.
+        self._idle_timeout = channel.setTimeout(None)
+        channel._savedTimeOut = self._idle_timeout  # restored after the response
         self.process()
         return True
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._streaming:
+            # The channel has just saved its (already stopped) timeout again.
+            self.channel._savedTimeOut = self._idle_timeout
             self.content.end()
         else:
             super().requestReceived(command, path, version)

@@ -89,7 +89,8 @@ class WSSEResource(Resource):
         return self._pool.closeCachedConnections()
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
-        if not request.uri.startswith(b"/"):
+        if not request.uri.startswith(b"/") or b"#" in request.uri:
+            # An absolute URL or a fragment is not a path on the app.
             return errorPage(400, "Bad Request", "The request target must be a path.")
         if is_websocket_upgrade(request):
             if self._deflating is not None and offers_deflate(request):

@@ -9,10 +9,32 @@ passed separately so tests can swap them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
-from wsse._forwarding import HostHeader
 from wsse._shim import Shim
 from wsse._target import Target
+
+
+class HostHeader(Enum):
+    """Which Host the app is told."""
+
+    ORIGINAL = "original"  # the browser's, like nginx's "proxy_set_header Host $http_host"
+    TARGET = "target"  # the target's host:port, like nginx's default $proxy_host
+
+
+Network = IPv4Network | IPv6Network
+
+LOOPBACK: tuple[Network, ...] = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
+
+
+def parse_networks(value: str) -> tuple[Network, ...] | None:
+    """C{"127.0.0.1,10.0.0.0/8"} to networks; C{"*"} (trust everyone) to C{None}."""
+    if value.strip() == "*":
+        return None
+    return tuple(
+        ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip()
+    )
 
 
 @dataclass(frozen=True)
@@ -20,14 +42,16 @@ class Settings:
     """
     @ivar connect_timeout: seconds to establish a connection to the app.
     @ivar response_timeout: seconds the app may take to send response headers
-        once the request is sent (then 504).
+        once the request is sent, or to answer a WebSocket handshake (then 504).
     @ivar pool_size: idle keep-alive connections kept to the app; size it to the
         expected concurrency, since a request finding none opens a new one.
     @ivar pool_idle_timeout: seconds an idle pooled connection is kept; below the
         app's own keep-alive timeout, so wsse never reuses one the app is closing.
     @ivar max_message_size: the largest WebSocket message wsse relays where it
-        sees messages (the deflating relay, the fallback); bigger ones close the
-        socket with 1009.
+        sees messages (the deflating relay); bigger ones close the socket with 1009.
+    @ivar forwarded_allow_ips: the peers whose X-Forwarded-Proto and
+        X-Forwarded-Host are passed on (a gateway in front); C{None} trusts
+        every peer.  Others get these headers from what wsse itself sees.
     @ivar ws_deflate: relay WebSocket messages with autobahn on both legs and
         offer permessage-deflate to browsers, instead of splicing bytes.
     """
@@ -39,5 +63,15 @@ class Settings:
     pool_size: int = 64
     pool_idle_timeout: float = 1.5
     max_message_size: int = 64 * 1024 * 1024
+    forwarded_allow_ips: tuple[Network, ...] | None = LOOPBACK
     ws_deflate: bool = False
     shim: Shim = field(default_factory=Shim)
+
+    def trusts_forwarded_headers_from(self, host: str) -> bool:
+        if self.forwarded_allow_ips is None:
+            return True
+        try:
+            address = ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.forwarded_allow_ips)

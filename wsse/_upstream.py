@@ -2,7 +2,7 @@
 WebSockets that wsse opens to the app on a browser's behalf, with autobahn.
 
 Used where wsse must see messages rather than splice bytes: the deflating relay
-(C{--ws-deflate}) and the fallback bridge.  The handshake carries what the
+(C{--ws-deflate}).  The handshake carries what the
 browser's own would have carried (path and query untouched, Host, Origin,
 cookies, Authorization, User-Agent, subprotocols, C{X-Forwarded-*}); the target
 comes from the settings alone.  One client factory per settings holds the
@@ -11,11 +11,11 @@ protocol options; each socket reports to a L{SocketPeer}.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectingRequest
 from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
@@ -27,9 +27,6 @@ from wsse import _logging
 from wsse._settings import Settings
 
 _log = Logger(observer=_logging.observer)
-
-# Codes that describe a connection's end but never travel in a close frame.
-NOT_ON_THE_WIRE = frozenset({1005, 1006, 1015})
 
 # Headers autobahn writes itself, or that belong to one hop.
 _HANDSHAKE_OWN = frozenset(
@@ -48,11 +45,9 @@ _HANDSHAKE_OWN = frozenset(
     }
 )
 
-_REFUSAL_STATUS = re.compile(r"upgrade failed \[(\d{3})\]")
-
 
 class SocketPeer(Protocol):
-    """Whoever acts on an upstream socket's events (a relay, a bridge session)."""
+    """Whoever acts on an upstream socket's events (the deflating relay)."""
 
     def upstream_opened(self, socket: UpstreamSocket) -> None: ...
 
@@ -150,10 +145,20 @@ class UpstreamSocket(WebSocketClientProtocol):
             self.delegate.upstream_closing(self.remoteCloseCode, self.remoteCloseReason or "")
         return result
 
+    def _refusal_status(self) -> int:
+        """The app's answer to the handshake, or 504 (no answer in time), or 502."""
+        status_line = getattr(self, "http_status_line", None)
+        if status_line:
+            parts = status_line.split()
+            if len(parts) > 1 and parts[1].isdigit() and parts[1] != "101":
+                return int(parts[1])
+        return (
+            504 if self.wasNotCleanReason and "handshake timeout" in self.wasNotCleanReason else 502
+        )
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if not self.opened:
-            match = _REFUSAL_STATUS.search(reason or "")
-            self.delegate.upstream_refused(int(match.group(1)) if match else 502, reason or "")
+            self.delegate.upstream_refused(self._refusal_status(), reason or "")
         else:
             self.delegate.upstream_lost(
                 code if wasClean and code is not None else 1006, reason or ""
@@ -191,9 +196,14 @@ class UpstreamConnector:
             # Whole messages are relayed, so both limits bound what one socket buffers.
             maxFramePayloadSize=settings.max_message_size,
             maxMessagePayloadSize=settings.max_message_size,
-            openHandshakeTimeout=settings.connect_timeout,
+            # Counted from the TCP connection: the app's answer to the handshake.
+            openHandshakeTimeout=settings.response_timeout,
             closeHandshakeTimeout=5,
             echoCloseCodeReason=True,
+            # A peer that breaks the protocol (a message over the size limit,
+            # invalid UTF-8) gets the close code that says why (1009, 1007)
+            # rather than a dropped connection.
+            failByDrop=False,
         )
 
     def connect(self, handshake: Handshake, delegate: SocketPeer) -> defer.Deferred[UpstreamSocket]:
@@ -206,7 +216,7 @@ class UpstreamConnector:
         return connectProtocol(endpoint, socket)
 
 
-def close_like(socket: object, code: int | None, reason: str) -> None:
+def close_like(socket: WebSocketProtocol, code: int | None, reason: str) -> None:
     """
     Close an autobahn socket the way its peer closed: the same code and reason,
     no close frame at all for a lost connection (1006), a bare one for 1005.
@@ -214,11 +224,11 @@ def close_like(socket: object, code: int | None, reason: str) -> None:
     autobahn's C{sendClose} refuses 1001, 1008, 1011 and the like, which an app
     or browser may well use, so the frame is sent with C{sendCloseFrame}.
     """
-    if socket.state != socket.STATE_OPEN:  # type: ignore[attr-defined]
+    if socket.state != socket.STATE_OPEN:
         return
     if code == 1006 or code == 1015:
-        socket.dropConnection(abort=True)  # type: ignore[attr-defined]
+        socket.dropConnection(abort=True)
     elif code is None or code == 1005:
-        socket.sendCloseFrame()  # type: ignore[attr-defined]
+        socket.sendCloseFrame()
     else:
-        socket.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123])  # type: ignore[attr-defined]
+        socket.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123])

@@ -18,6 +18,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
+from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IAddress, IConsumer, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -57,12 +58,16 @@ class _RelayFactory(WebSocketServerFactory):
         self.setProtocolOptions(
             perMessageCompressionAccept=_accept_deflate,
             # The browser waits while wsse dials the app and completes its handshake.
-            openHandshakeTimeout=2 * settings.connect_timeout + 1,
+            openHandshakeTimeout=settings.connect_timeout + settings.response_timeout + 1,
             maxFramePayloadSize=settings.max_message_size,
             maxMessagePayloadSize=settings.max_message_size,
             # The app's echo of the browser's close goes to the app; the browser
             # gets the same code and reason back, as from most servers.
             echoCloseCodeReason=True,
+            # A peer that breaks the protocol (a message over the size limit,
+            # invalid UTF-8) gets the close code that says why (1009, 1007)
+            # rather than a dropped connection.
+            failByDrop=False,
         )
 
     def buildProtocol(self, addr: IAddress | None) -> _BrowserSocket:  # type: ignore[override]
@@ -101,7 +106,7 @@ class _BrowserSocket(WebSocketServerProtocol):
         # once the app has answered its own.
         settings = self.factory.settings
         _mount, path = split_mount(self.http_request)
-        headers = upstream_request_headers(self.http_request, settings.target, settings.host_header)
+        headers = upstream_request_headers(self.http_request, settings)
         self._offered = list(request.protocols)
         handshake = Handshake.from_headers(settings.target.base_path + path, headers, self._offered)
         self._answer = defer.Deferred()
@@ -118,7 +123,10 @@ class _BrowserSocket(WebSocketServerProtocol):
         if reason.check(defer.CancelledError):
             return
         _log.warn("websocket: cannot connect to the app: {why}", why=reason.getErrorMessage())
-        self._refuse(502, "the app could not be reached")
+        if reason.check(ConnectTimeout):
+            self._refuse(504, "the app did not answer in time")
+        else:
+            self._refuse(502, "the app could not be reached")
 
     def _refuse(self, status: int, reason: str) -> None:
         answer, self._answer = self._answer, None

@@ -9,6 +9,7 @@ C{--log-level}), plus what a twistd user expects: C{--listen} endpoint strings
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from typing import Any
@@ -16,14 +17,14 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
 from wsse import _demo, _logging
-from wsse._forwarding import HostHeader
 from wsse._resource import WSSEResource
-from wsse._settings import Settings
+from wsse._settings import HostHeader, Settings, parse_networks
 from wsse._site import make_site
 from wsse._target import Target
 
@@ -68,12 +69,20 @@ def _endpoint_host(host: str) -> str:
     return host.replace(":", "\\:")
 
 
+def _check_endpoint_syntax(description: str) -> None:
+    from twisted.internet import reactor
+
+    try:
+        serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise usage.UsageError(f"--listen {description!r} is not a valid endpoint: {e}") from None
+
+
 class Options(usage.Options):
     synopsis = "--target-port PORT [options]"
     longdesc = (
-        "Serve an app so that its WebSocket works behind gateways that block WebSocket: "
-        "HTTP and real WebSocket pass through to the app, and HTML pages get a shim that "
-        "falls back to Server-Sent Events and POST when the socket cannot open."
+        "Serve an app from behind a reverse proxy built for WebSocket apps: HTTP and real "
+        "WebSocket pass through to the app, and HTML pages get wsse's shim."
     )
 
     optParameters = [
@@ -110,6 +119,16 @@ class Options(usage.Options):
             "original",
             "Host header sent to the app: 'original' (the browser's, what Jupyter, Tornado "
             "and Bokeh need to check Origin) or 'target' (the app's host:port, nginx's default).",
+        ],
+    ]
+
+    optParameters += [
+        [
+            "forwarded-allow-ips",
+            None,
+            "127.0.0.1,::1",
+            "Peers (addresses or networks, comma-separated, or *) whose X-Forwarded-Proto and "
+            "X-Forwarded-Host are passed to the app; from others wsse sets them itself.",
         ],
     ]
 
@@ -162,6 +181,12 @@ class Options(usage.Options):
             self["target"] = Target("http", self["target-host"], self["target-port"])
         if not self["listen"]:
             self["listen"] = [f"tcp:{self['listen-port']}:interface={_endpoint_host(self['host'])}"]
+        for description in self["listen"]:
+            _check_endpoint_syntax(description)
+        try:
+            self["forwarded-allow-ips"] = parse_networks(self["forwarded-allow-ips"])
+        except ValueError as e:
+            raise usage.UsageError(f"--forwarded-allow-ips: {e}") from None
 
     def settings(self, target: Target) -> Settings:
         return Settings(
@@ -170,6 +195,7 @@ class Options(usage.Options):
             connect_timeout=self["connect-timeout"],
             response_timeout=self["response-timeout"],
             pool_size=self["pool-size"],
+            forwarded_allow_ips=self["forwarded-allow-ips"],
             ws_deflate=bool(self["ws-deflate"]),
         )
 
@@ -204,46 +230,42 @@ class WSSEService(MultiService):
         return stopped
 
 
-def _tcp_address(description: str) -> tuple[str, int] | None:
-    """The interface and port of a tcp:, tcp6: or ssl: endpoint string, else C{None}."""
-    fields = [f.replace("\\:", ":") for f in re.split(r"(?<!\\):", description)]
-    if fields[0] not in ("tcp", "tcp6", "ssl") or len(fields) < 2:
-        return None
-    interface = "::" if fields[0] == "tcp6" else ""
-    port = None
-    for field in fields[1:]:
-        name, equals, value = field.partition("=")
-        if not equals and port is None:
-            port = name
-        elif name == "interface":
-            interface = value
-        elif name == "port":
-            port = value
-    if port is None or not port.isdigit():
-        return None
-    return interface, int(port)
+def _endpoint_fields(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """An endpoint string's type, positional and keyword fields (C{\\:} is a colon)."""
+    kind, *fields = [f.replace("\\:", ":") for f in re.split(r"(?<!\\):", description)]
+    positional = [f for f in fields if "=" not in f]
+    keywords = dict(f.split("=", 1) for f in fields if "=" in f)
+    return kind, positional, keywords
 
 
 def _check_can_listen(description: str) -> None:
     """
-    Fail before twistd daemonizes if a TCP address cannot be bound.
+    Fail before twistd daemonizes if a TCP address cannot be bound, or a UNIX
+    socket's directory is missing.
 
     Past the fork, a listening failure reaches the user only as "An error has
     occurred" from twistd's parent process; here it is one line and exit status 1.
     """
-    address = _tcp_address(description)
-    if address is None:
-        return
-    interface, port = address
-    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((interface, port))
-        except OSError as e:
-            raise SystemExit(
-                f"wsse: error: cannot listen on {description}: {e.strerror or e}"
-            ) from None
+    kind, positional, keywords = _endpoint_fields(description)
+    problem = None
+    if kind in ("tcp", "tcp6", "ssl"):
+        interface = keywords.get("interface", "::" if kind == "tcp6" else "")
+        port = int(keywords.get("port") or positional[0])
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((interface, port))
+            except OSError as e:
+                problem = e.strerror or str(e)
+    elif kind == "unix":
+        directory = os.path.dirname(keywords.get("address") or positional[0]) or "."
+        if not os.path.isdir(directory):
+            problem = f"no directory {directory}"
+        elif not os.access(directory, os.W_OK | os.X_OK):
+            problem = f"cannot create a socket in {directory}"
+    if problem is not None:
+        raise SystemExit(f"wsse: error: cannot listen on {description}: {problem}")
 
 
 def _free_local_port() -> int:

@@ -18,10 +18,10 @@ from typing import Any
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import Request, Site
 
 Handler = Callable[[Request], Any]
 
@@ -93,7 +93,8 @@ class App(Resource):
 
 class WSApp(WebSocketServerProtocol):  # type: ignore[misc]
     """
-    Echoes every message; a text message starting with C{!} is a command:
+    Echoes every message (C{/ws/deny} and C{/ws/missing} refuse the
+    handshake, C{/ws/slow} takes 6 s to accept it); a text message starting with C{!} is a command:
     C{!close CODE REASON}, C{!fragments N TEXT} (one message in N frames),
     C{!ping PAYLOAD} (answers C{pong PAYLOAD} when the pong arrives),
     C{!flood BYTES} (sends that many bytes in 64 KiB binary messages).
@@ -108,6 +109,11 @@ class WSApp(WebSocketServerProtocol):  # type: ignore[misc]
             raise ConnectionDeny(403, "denied by app")
         if request.path.endswith("/missing"):
             raise ConnectionDeny(404, "no such socket")
+        if request.path.endswith("/slow"):
+            # Longer than autobahn's default opening-handshake timeout (5 s).
+            # Cancelled if the connection goes first; autobahn then fails the handshake.
+            self.slow = task.deferLater(reactor, 6.0, lambda: None)
+            return self.slow
         if "v2" in request.protocols:
             return ("v2", {"Set-Cookie": ["ws1=a; Path=/", "ws2=b; Path=/"]})
         return None
@@ -143,7 +149,11 @@ class WSApp(WebSocketServerProtocol):  # type: ignore[misc]
     def onPong(self, payload: bytes) -> None:
         self.sendMessage(b"pong " + payload)
 
+    slow: defer.Deferred[None] | None = None
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.slow is not None:
+            self.slow.cancel()
         self.factory.closes.append((wasClean, code, reason))
         if self in self.factory.open:
             self.factory.open.remove(self)
@@ -159,7 +169,10 @@ class WSAppFactory(WebSocketServerFactory):  # type: ignore[misc]
         super().__init__()
         # Echo a client's close code and reason, as most servers do.
         self.setProtocolOptions(
-            maxFramePayloadSize=0, maxMessagePayloadSize=0, echoCloseCodeReason=True
+            maxFramePayloadSize=0,
+            maxMessagePayloadSize=0,
+            echoCloseCodeReason=True,
+            openHandshakeTimeout=30,
         )
         self.handshakes: list[Any] = []
         self.uris: list[str] = []
@@ -199,6 +212,7 @@ class RawApp(Protocol):
         self.factory = factory
         self.received = 0
         self.data = b""
+        self.answered = 0  # for tests that answer requests one by one
 
     def connectionMade(self) -> None:
         self.factory.connections.append(self)
@@ -232,3 +246,9 @@ class RawAppFactory(ServerFactory):
 
     def buildProtocol(self, addr: object) -> RawApp:
         return RawApp(self)
+
+
+def app_site() -> tuple[App, WSAppFactory, Site]:
+    """The HTTP app and the WebSocket app (under C{/ws}) in one Site."""
+    app, ws = App(), WSAppFactory()
+    return app, ws, Site(Root(app, ws))

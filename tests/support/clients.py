@@ -145,7 +145,9 @@ async def ws_connect(
         origin=origin,
         useragent=useragent,
     )
-    factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0)
+    factory.setProtocolOptions(
+        maxFramePayloadSize=0, maxMessagePayloadSize=0, openHandshakeTimeout=30
+    )
     if deflate:
         from autobahn.websocket.compress import (
             PerMessageDeflateOffer,

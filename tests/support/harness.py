@@ -12,16 +12,23 @@ from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import TestCase
-from twisted.web.server import Site
 
-from tests.support.app import App, Root, WSAppFactory
+from tests.support.app import app_site
 from wsse import Settings, Target, WSSEResource, make_site
+from wsse._site import IDLE_TIMEOUT
 
 
 class TrackingFactory(WrappingFactory):
-    """Counts open connections so teardown can wait for them to close."""
+    """Counts connections (open now, and accepted in all) so teardown can wait for them to close."""
+
+    accepted = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        self.accepted += 1
+        return super().buildProtocol(addr)
 
     async def closed(self, timeout: float = 10.0) -> None:
         waited = 0.0
@@ -36,24 +43,29 @@ class TrackingFactory(WrappingFactory):
 
 class ProxyTestCase(TestCase):
     """
-    Each test gets C{self.app} (HTTP), C{self.ws} (WebSocket app) and wsse on C{self.port}.
+    Each test gets an app on C{self.app_port} and wsse in front of it on C{self.port}.
 
-    A class changes wsse's settings through C{overrides}.
+    The app is, unless C{make_app} says otherwise, L{App} (C{self.app}) with
+    the WebSocket app (C{self.ws}) under C{/ws}.  A class changes wsse's
+    settings through C{overrides}, and its Site's idle timeout through
+    C{site_timeout}.
     """
 
     timeout = 60
     overrides: dict[str, Any] = {}
+    site_timeout: float | None = IDLE_TIMEOUT
+
+    def make_app(self) -> IProtocolFactory:
+        self.app, self.ws, site = app_site()
+        return site
 
     def setUp(self) -> None:
-        self.app = App()
-        self.ws = WSAppFactory()
-        self.app_factory = TrackingFactory(Site(Root(self.app, self.ws)))
+        self.app_factory = TrackingFactory(self.make_app())
         self.app_port = reactor.listenTCP(0, self.app_factory, interface="127.0.0.1")
         self.target = Target("http", "127.0.0.1", self.app_port.getHost().port)
-        self.proxy = WSSEResource(
-            replace(Settings(target=self.target), **self.overrides), reactor=reactor
-        )
-        self.proxy_factory = TrackingFactory(make_site(self.proxy))
+        settings = replace(Settings(target=self.target), **self.overrides)
+        self.proxy = WSSEResource(settings, reactor=reactor)
+        self.proxy_factory = TrackingFactory(make_site(self.proxy, timeout=self.site_timeout))
         self.proxy_port = reactor.listenTCP(0, self.proxy_factory, interface="127.0.0.1")
         self.port = self.proxy_port.getHost().port
         self.addCleanup(self._stop)

@@ -83,3 +83,29 @@ def running(
 def wsse_command(*options: str) -> list[str]:
     """The console script form of wsse with the given options (foreground)."""
     return [sys.executable, "-m", "wsse", *options]
+
+
+class Blackhole:
+    """
+    A port where connections hang: it listens, but its accept queue is kept
+    full, so the kernel drops further connection attempts and a client's
+    connect only ends by its own timeout.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(0)
+        self.port = int(self._listener.getsockname()[1])
+        self._fillers = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+            self._fillers.append(filler)
+        time.sleep(0.1)
+
+    def close(self) -> None:
+        for filler in self._fillers:
+            filler.close()
+        self._listener.close()
