@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.web.http_headers import Headers
 
+from wsse import Settings, Target
 from wsse._encoding import DecodingError, codec_for, restrict_accept_encoding
 from wsse._injection import HTMLInjector, PageRewriter, plan_page_rewrite, request_wants_page
 from wsse._shim import Shim
@@ -298,13 +299,14 @@ def test_accept_encoding_is_limited_to_what_wsse_can_decode(offered, kept) -> No
 # Deciding whether to rewrite.
 
 SHIM = Shim(b"window.shim = 1;")
+SETTINGS = Settings(target=Target("http", "app", 80), shim=SHIM)
 
 
 def _plan(request: dict[bytes, bytes], response: dict[bytes, list[bytes]], method=b"GET", code=200):
     request_headers = Headers({k: [v] for k, v in request.items()})
     response_headers = Headers(response)
     rewriter = plan_page_rewrite(
-        request_headers, method, code, response_headers, SHIM, b"/page", b"/"
+        request_headers, method, code, response_headers, SETTINGS, b"/page", b"/"
     )
     return rewriter, response_headers
 
@@ -392,8 +394,8 @@ def test_the_script_element_carries_the_page_nonce_and_the_policy_stays() -> Non
     assert headers.getRawHeaders(b"content-security-policy") == policy
     out = rewriter.feed(b"<!doctype html><script nonce=r4nd0m>") + rewriter.finish()
     assert (
-        b'<script data-wsse="path=/page&amp;base=__wsse/" nonce="r4nd0m">window.shim = 1;</script>'
-        in out
+        b'<script data-wsse="path=/page&amp;base=__wsse/&amp;probe=3000" nonce="r4nd0m">'
+        b"window.shim = 1;</script>" in out
     )
 
 

@@ -1,3 +1,3 @@
 from twisted.application.service import ServiceMaker
 
-wsse = ServiceMaker("wsse", "wsse.tap", "A reverse proxy for WebSocket apps behind gateways", "wsse")
+wsse = ServiceMaker("wsse", "wsse.tap", "WebSocket apps behind gateways that block WebSocket", "wsse")

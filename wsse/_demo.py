@@ -29,6 +29,8 @@ body { font: 16px/1.4 system-ui, sans-serif; max-width: 40em; margin: 2em auto; 
 <div id="log"></div>
 <form id="form"><input id="text" autocomplete="off" autofocus> <button>Send</button></form>
 <p>Every page open on this demo shares one chat; open a second tab to see it.</p>
+<p>Try the fallback without a broken gateway: <a href="?wsse=fallback">force the fallback</a>
+for this tab, or <a href="?wsse=native">go back to probing</a>.</p>
 <script>
 const log = document.getElementById("log");
 const say = (text) => {
@@ -85,6 +87,7 @@ class _ChatFactory(WebSocketServerFactory):
     def __init__(self) -> None:
         super().__init__()
         self.members: set[_ChatProtocol] = set()
+        self.setProtocolOptions(echoCloseCodeReason=True)
 
 
 class _Page(Resource):
@@ -95,9 +98,18 @@ class _Page(Resource):
         return _PAGE
 
 
+class _NoIcon(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setResponseCode(204)
+        return b""
+
+
 def demo_resource() -> Resource:
     """The demo app's resource tree: the page at C{/}, the chat socket at C{/ws}."""
     root = Resource()
     root.putChild(b"", _Page())
+    root.putChild(b"favicon.ico", _NoIcon())
     root.putChild(b"ws", WebSocketResource(_ChatFactory()))
     return root

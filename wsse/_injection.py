@@ -20,7 +20,7 @@ from __future__ import annotations
 from twisted.web.http_headers import Headers
 
 from wsse import _csp, _encoding
-from wsse._shim import Shim
+from wsse._settings import Settings
 
 _WHITESPACE = frozenset(b" \t\n\r\f")
 _BOM = b"\xef\xbb\xbf"
@@ -290,7 +290,7 @@ def plan_page_rewrite(
     method: bytes,
     code: int,
     response_headers: Headers,
-    shim: Shim,
+    settings: Settings,
     page_path: bytes,
     mount_path: bytes,
 ) -> PageRewriter | None:
@@ -318,6 +318,7 @@ def plan_page_rewrite(
         codec = _encoding.codec_for(response_headers.getRawHeaders(b"content-encoding"))
     except LookupError:
         return None
+    shim = settings.shim
     nonce = None
     policy = response_headers.getRawHeaders(b"content-security-policy")
     if policy:
@@ -333,6 +334,13 @@ def plan_page_rewrite(
     response_headers.removeHeader(b"accept-ranges")
     _weaken_etags(response_headers)
     injector = HTMLInjector(
-        shim.script_tag(page_path, mount_path, nonce), known_document=bool(wants_page)
+        shim.script_tag(
+            page_path,
+            mount_path,
+            nonce,
+            probe_ms=round(settings.probe_timeout * 1000),
+            force=settings.force_fallback,
+        ),
+        known_document=bool(wants_page),
     )
     return PageRewriter(injector, codec)

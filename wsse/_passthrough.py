@@ -180,7 +180,7 @@ class _Exchange:
             request.method,
             response.code,
             request.responseHeaders,
-            settings.shim,
+            settings,
             request.path,
             self._mount_path,
         )

@@ -1,27 +1,173 @@
 """
 The wire contract between the injected shim and the server, in one place.
 
-The shim (C{wsse/shim/wsse-shim.js}) and the server must agree on every name here;
-the README's protocol section documents the same names.  The server hands these
-values to the shim through the injected script element's attributes, so the
-JavaScript never hard-codes a path.
+The shim (C{wsse/shim/wsse-shim.js}) and the server must agree on every name
+and format here; the README's protocol section documents the same.  The server
+hands the shim its endpoints and settings through the injected script
+element's attribute, so the JavaScript hard-codes only the formats.
+
+Fallback sockets of one page share one page session: one event stream from
+the server (Server-Sent Events) and one channel of POSTs to it.
+
+Event stream: C{GET <base>events}, with C{X-WSSE-Session} once the page has a
+session and C{Last-Event-ID} when resuming.  Every event has an C{id:} (one
+sequence per session), an C{event:} name and one C{data:} line of JSON.
+
+POST channel: C{POST <base>send}, with C{X-WSSE-Session}, C{X-WSSE-Ack} (the
+last event id the page has) and a body of frames: an 8-byte sequence number
+for the first frame, then per frame a type byte, a 4-byte socket number, a
+4-byte length and the payload, all big-endian; the frames' sequence numbers
+follow on from the first.
 """
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from dataclasses import dataclass
 
 # Every endpoint wsse itself answers lives under this path segment, at the point
 # where wsse is mounted (the site root, or a child such as /app/).
 ENDPOINT_SEGMENT = b"__wsse"
+EVENTS_ENDPOINT = b"events"
+SEND_ENDPOINT = b"send"
 
 # Attribute on the injected <script> carrying the per-page configuration, as
-# URL-encoded key=value pairs (see _shim.script_tag).
-CONFIG_ATTRIBUTE = "data-wsse"
-
-# Keys of that configuration:
+# URL-encoded key=value pairs (see _shim.script_tag):
 #   path  - the request path wsse saw for this page, so the shim can learn a
 #           prefix that a gateway in front stripped (location.pathname minus it);
-#   base  - wsse's own endpoint directory, relative to the page's directory.
+#   base  - wsse's own endpoint directory, relative to the page's directory;
+#   probe - milliseconds a native socket may stay CONNECTING before the fallback;
+#   force - "1" when the server forces the fallback.
+CONFIG_ATTRIBUTE = "data-wsse"
 CONFIG_PATH = "path"
 CONFIG_BASE = "base"
+CONFIG_PROBE = "probe"
+CONFIG_FORCE = "force"
 
-# The global object the shim publishes for pages and tests that want to know
-# how a socket is carried.
+# The global object the shim publishes for pages and tests.
 SHIM_GLOBAL = "__wsse"
+
+# A page (query parameter) or browser (cookie) may ask for the fallback.
+FORCE_QUERY = "wsse"
+FORCE_COOKIE = "wsse"
+FORCE_VALUE = "fallback"
+
+# Headers of the page session's requests.
+SESSION_HEADER = b"x-wsse-session"
+ACK_HEADER = b"x-wsse-ack"
+LAST_EVENT_ID_HEADER = b"last-event-id"
+FRAMES_CONTENT_TYPE = b"application/x-wsse-frames"
+
+# A session the server does not hold (never, expired, or broken by a gap).
+SESSION_GONE = 410
+
+# Event names.
+EVENT_SESSION = b"session"  # {"session": id, "heartbeat": ms}
+EVENT_OPEN = b"open"  # {"s": socket, "protocol": str, "extensions": str}
+EVENT_TEXT = b"text"  # {"s": socket, "d": str}
+EVENT_BINARY = b"binary"  # {"s": socket, "d": base64 str}
+EVENT_CLOSE = b"close"  # {"s": socket, "code": int, "reason": str, "clean": bool}
+
+# Frame types.
+FRAME_OPEN = 1  # payload: JSON {"url": path and query, "protocols": [str]}
+FRAME_TEXT = 2  # payload: UTF-8
+FRAME_BINARY = 3  # payload: bytes
+FRAME_CLOSE = 4  # payload: empty, or a 2-byte code and a UTF-8 reason
+
+# Sent first on every stream: 2 KiB of comment, so that intermediaries which
+# hold a response until they have a buffer's worth pass the stream on at once.
+PREAMBLE = b":" + b" " * 2048 + b"\n\n"
+HEARTBEAT = b":\n\n"
+
+_FRAME_HEAD = struct.Struct(">BII")
+_FIRST_SEQ = struct.Struct(">Q")
+
+
+def event(event_id: int, name: bytes, data: object) -> bytes:
+    """One event of the stream, ready to write."""
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, name, body)
+
+
+def message_data(socket: int, payload: bytes, is_binary: bool) -> tuple[bytes, object]:
+    """The event name and data carrying one WebSocket message."""
+    if is_binary:
+        return EVENT_BINARY, {"s": socket, "d": base64.b64encode(payload).decode("ascii")}
+    return EVENT_TEXT, {"s": socket, "d": payload.decode("utf-8")}
+
+
+class MalformedFrames(ValueError):
+    """A POST body that is not a well-formed batch of frames."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    seq: int
+    kind: int
+    socket: int
+    payload: bytes
+
+
+def parse_frames(body: bytes) -> list[Frame]:
+    """The frames of a POST body, in order, with their sequence numbers."""
+    if len(body) < _FIRST_SEQ.size:
+        raise MalformedFrames("the body has no sequence number")
+    (seq,) = _FIRST_SEQ.unpack_from(body)
+    frames = []
+    offset = _FIRST_SEQ.size
+    while offset < len(body):
+        if len(body) - offset < _FRAME_HEAD.size:
+            raise MalformedFrames("a frame header is cut short")
+        kind, socket, length = _FRAME_HEAD.unpack_from(body, offset)
+        offset += _FRAME_HEAD.size
+        if kind not in (FRAME_OPEN, FRAME_TEXT, FRAME_BINARY, FRAME_CLOSE):
+            raise MalformedFrames(f"unknown frame type {kind}")
+        if len(body) - offset < length:
+            raise MalformedFrames("a frame is cut short")
+        frames.append(Frame(seq, kind, socket, body[offset : offset + length]))
+        offset += length
+        seq += 1
+    return frames
+
+
+def encode_frames(first_seq: int, frames: list[tuple[int, int, bytes]]) -> bytes:
+    """A POST body (what the shim builds; the tests use it to speak for a page)."""
+    parts = [_FIRST_SEQ.pack(first_seq)]
+    for kind, socket, payload in frames:
+        parts.append(_FRAME_HEAD.pack(kind, socket, len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    url: bytes
+    protocols: list[str]
+
+
+def parse_open(payload: bytes) -> OpenRequest:
+    try:
+        fields = json.loads(payload)
+        url = fields["url"]
+        protocols = fields.get("protocols", [])
+        if not isinstance(url, str) or not url.startswith("/"):
+            raise ValueError("url must be a path")
+        if not isinstance(protocols, list) or not all(isinstance(p, str) for p in protocols):
+            raise ValueError("protocols must be strings")
+        return OpenRequest(url.encode("utf-8"), protocols)
+    except (ValueError, KeyError, TypeError) as e:
+        raise MalformedFrames(f"bad open frame: {e}") from None
+
+
+def parse_close(payload: bytes) -> tuple[int | None, str]:
+    """A close frame's code (C{None} for none) and reason."""
+    if not payload:
+        return None, ""
+    if len(payload) < 2:
+        raise MalformedFrames("a close code needs two bytes")
+    try:
+        return struct.unpack(">H", payload[:2])[0], payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedFrames("a close reason must be UTF-8") from None

@@ -17,9 +17,13 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from wsse._bridge import Bridge, PageSocket
 from wsse._passthrough import Passthrough
+from wsse._protocol import ENDPOINT_SEGMENT
+from wsse._sessions import MemoryPageStore, PageStore
 from wsse._settings import Settings
 from wsse._target import Target
+from wsse._upstream import UpstreamConnector
 from wsse._wsdeflate import DeflatingWebSocketRelay, offers_deflate
 from wsse._wsrelay import WebSocketSplice, is_websocket_upgrade
 
@@ -52,6 +56,8 @@ class WSSEResource(Resource):
     @param reactor: the reactor used for connections and timers.
     @param agent: the HTTP client for the passthrough; by default an Agent with a
         persistent pool sized by C{settings.pool_size}.
+    @param store: where the fallback keeps its page sessions; by default in
+        this process's memory.
     """
 
     def __init__(
@@ -60,6 +66,7 @@ class WSSEResource(Resource):
         *,
         reactor: IReactorTime | None = None,
         agent: IAgent | None = None,
+        store: PageStore[PageSocket] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(settings, str):
@@ -76,14 +83,17 @@ class WSSEResource(Resource):
             agent = Agent.usingEndpointFactory(
                 reactor, _TargetEndpointFactory(settings, reactor), self._pool
             )
+        connector = UpstreamConnector(settings, reactor)
         self._passthrough = Passthrough(settings, agent, reactor)
         self._splice = WebSocketSplice(settings, reactor)
         self._deflating = (
-            DeflatingWebSocketRelay(settings, reactor) if settings.ws_deflate else None
+            DeflatingWebSocketRelay(settings, connector) if settings.ws_deflate else None
         )
+        self._bridge = Bridge(settings, reactor, connector, store or MemoryPageStore())
 
     def close(self) -> Deferred[None]:
-        """Close idle connections to the app (for a clean stop)."""
+        """End the fallback's page sessions and close idle connections to the app."""
+        self._bridge.close()
         if self._pool is None:
             return succeed(None)
         return self._pool.closeCachedConnections()
@@ -92,6 +102,8 @@ class WSSEResource(Resource):
         if not request.uri.startswith(b"/") or b"#" in request.uri:
             # An absolute URL or a fragment is not a path on the app.
             return errorPage(400, "Bad Request", "The request target must be a path.")
+        if path == ENDPOINT_SEGMENT:
+            return self._bridge
         if is_websocket_upgrade(request):
             if self._deflating is not None and offers_deflate(request):
                 return self._deflating

@@ -52,6 +52,15 @@ class Settings:
     @ivar forwarded_allow_ips: the peers whose X-Forwarded-Proto and
         X-Forwarded-Host are passed on (a gateway in front); C{None} trusts
         every peer.  Others get these headers from what wsse itself sees.
+    @ivar probe_timeout: seconds a native WebSocket may stay CONNECTING before
+        the shim gives up on it and uses the fallback.
+    @ivar force_fallback: every page uses the fallback, without probing.
+    @ivar heartbeat: seconds between comments on an idle event stream, below
+        every idle timeout of the gateways in front.
+    @ivar grace: seconds a page session (and its sockets to the app) waits for
+        its event stream to come back after it drops.
+    @ivar replay_buffer: bytes of events a page may leave unacknowledged before
+        its session ends (its sockets then close with 1006).
     @ivar ws_deflate: relay WebSocket messages with autobahn on both legs and
         offer permessage-deflate to browsers, instead of splicing bytes.
     """
@@ -64,6 +73,11 @@ class Settings:
     pool_idle_timeout: float = 1.5
     max_message_size: int = 64 * 1024 * 1024
     forwarded_allow_ips: tuple[Network, ...] | None = LOOPBACK
+    probe_timeout: float = 3.0
+    force_fallback: bool = False
+    heartbeat: float = 5.0
+    grace: float = 30.0
+    replay_buffer: int = 96 * 1024 * 1024
     ws_deflate: bool = False
     shim: Shim = field(default_factory=Shim)
 

@@ -16,7 +16,14 @@ from functools import cached_property
 from importlib.resources import files
 from urllib.parse import quote
 
-from wsse._protocol import CONFIG_ATTRIBUTE, CONFIG_BASE, CONFIG_PATH, ENDPOINT_SEGMENT
+from wsse._protocol import (
+    CONFIG_ATTRIBUTE,
+    CONFIG_BASE,
+    CONFIG_FORCE,
+    CONFIG_PATH,
+    CONFIG_PROBE,
+    ENDPOINT_SEGMENT,
+)
 
 
 class Shim:
@@ -38,23 +45,31 @@ class Shim:
         digest = hashlib.sha256(self.source).digest()
         return b"'sha256-" + base64.b64encode(digest) + b"'"
 
-    def script_tag(self, page_path: bytes, mount_path: bytes, nonce: bytes | None = None) -> bytes:
+    def script_tag(
+        self,
+        page_path: bytes,
+        mount_path: bytes,
+        nonce: bytes | None = None,
+        probe_ms: int = 3000,
+        force: bool = False,
+    ) -> bytes:
         """
         The element to insert into a page.
 
         @param page_path: the raw request path of the page, as wsse received it.
         @param mount_path: the raw path at which wsse is mounted, ending in C{/}.
         @param nonce: the page's CSP nonce, when its policy calls for one.
+        @param probe_ms: how long a native socket may stay CONNECTING.
+        @param force: whether the page must use the fallback without probing.
         """
-        config = (
-            CONFIG_PATH.encode("ascii")
-            + b"="
-            + _component(page_path)
-            + b"&amp;"
-            + CONFIG_BASE.encode("ascii")
-            + b"="
-            + _component(endpoint_base(page_path, mount_path))
-        )
+        fields = [
+            (CONFIG_PATH, _component(page_path)),
+            (CONFIG_BASE, _component(endpoint_base(page_path, mount_path))),
+            (CONFIG_PROBE, b"%d" % probe_ms),
+        ]
+        if force:
+            fields.append((CONFIG_FORCE, b"1"))
+        config = b"&amp;".join(name.encode("ascii") + b"=" + value for name, value in fields)
         attributes = b" " + CONFIG_ATTRIBUTE.encode("ascii") + b'="' + config + b'"'
         if nonce is not None:
             attributes += b' nonce="' + nonce + b'"'

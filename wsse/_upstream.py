@@ -57,7 +57,7 @@ class SocketPeer(Protocol):
         """The app sent a close frame (C{code} C{None} when it carried none)."""
 
     def upstream_lost(self, code: int, reason: str) -> None:
-        """The socket is gone; C{code} is 1006 unless a closing handshake finished."""
+        """The socket is gone: its close code, 1005 for a clean close without one, 1006 without a closing handshake."""
 
     def upstream_refused(self, status: int, reason: str) -> None:
         """The app answered the handshake with C{status} (502 when there was no answer)."""
@@ -160,9 +160,8 @@ class UpstreamSocket(WebSocketClientProtocol):
         if not self.opened:
             self.delegate.upstream_refused(self._refusal_status(), reason or "")
         else:
-            self.delegate.upstream_lost(
-                code if wasClean and code is not None else 1006, reason or ""
-            )
+            # A clean close without a code is 1005, as a browser reports it.
+            self.delegate.upstream_lost((code or 1005) if wasClean else 1006, reason or "")
 
 
 class _FactoryView:
@@ -199,6 +198,10 @@ class UpstreamConnector:
             # Counted from the TCP connection: the app's answer to the handshake.
             openHandshakeTimeout=settings.response_timeout,
             closeHandshakeTimeout=5,
+            # An app that stops answering without closing its socket is found
+            # out, and its socket closed, within a minute.
+            autoPingInterval=30,
+            autoPingTimeout=30,
             echoCloseCodeReason=True,
             # A peer that breaks the protocol (a message over the size limit,
             # invalid UTF-8) gets the close code that says why (1009, 1007)

@@ -19,7 +19,7 @@ from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflat
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
 from twisted.internet.error import TimeoutError as ConnectTimeout
-from twisted.internet.interfaces import IAddress, IConsumer, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IAddress, IConsumer, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -49,11 +49,11 @@ def _accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
 
 
 class _RelayFactory(WebSocketServerFactory):
-    def __init__(self, settings: Settings, reactor: IReactorTime) -> None:
+    def __init__(self, settings: Settings, connector: UpstreamConnector) -> None:
         super().__init__()
         self.protocol = _BrowserSocket
         self.settings = settings
-        self.connector = UpstreamConnector(settings, reactor)
+        self.connector = connector
         self.pending_request: Request | None = None
         self.setProtocolOptions(
             perMessageCompressionAccept=_accept_deflate,
@@ -80,8 +80,8 @@ class _RelayFactory(WebSocketServerFactory):
 class DeflatingWebSocketRelay(WebSocketResource):
     """Terminates the browser's WebSocket and relays each message to the app's."""
 
-    def __init__(self, settings: Settings, reactor: IReactorTime) -> None:
-        super().__init__(_RelayFactory(settings, reactor))
+    def __init__(self, settings: Settings, connector: UpstreamConnector) -> None:
+        super().__init__(_RelayFactory(settings, connector))
 
     def render(self, request: Request) -> Any:
         # autobahn builds the protocol inside render; it needs the twisted.web

@@ -81,8 +81,9 @@ def _check_endpoint_syntax(description: str) -> None:
 class Options(usage.Options):
     synopsis = "--target-port PORT [options]"
     longdesc = (
-        "Serve an app from behind a reverse proxy built for WebSocket apps: HTTP and real "
-        "WebSocket pass through to the app, and HTML pages get wsse's shim."
+        "Serve an app so that its WebSocket works behind gateways that block WebSocket: "
+        "HTTP and real WebSocket pass through to the app, and HTML pages get a shim that "
+        "falls back to Server-Sent Events and POST when the socket cannot open."
     )
 
     optParameters = [
@@ -132,6 +133,31 @@ class Options(usage.Options):
         ],
     ]
 
+    optParameters += [
+        [
+            "probe-timeout",
+            None,
+            3.0,
+            "Seconds a browser's WebSocket may stay connecting before the shim uses the fallback.",
+            _seconds,
+        ],
+        ["heartbeat", None, 5.0, "Seconds between heartbeats on an idle event stream.", _seconds],
+        [
+            "grace",
+            None,
+            30.0,
+            "Seconds a page's sockets to the app wait for its dropped event stream to return.",
+            _seconds,
+        ],
+        [
+            "replay-buffer",
+            None,
+            96,
+            "MiB of events a page may leave unacknowledged before its sockets close (1006).",
+            _count,
+        ],
+    ]
+
     optFlags = [
         [
             "ws-deflate",
@@ -139,6 +165,7 @@ class Options(usage.Options):
             "Relay WebSocket messages instead of bytes, offering permessage-deflate to browsers.",
         ],
         ["demo", None, "Run a built-in demo app and put wsse in front of it."],
+        ["force-fallback", None, "Carry every page's sockets by the fallback, without probing."],
     ]
 
     def __init__(self) -> None:
@@ -196,6 +223,11 @@ class Options(usage.Options):
             response_timeout=self["response-timeout"],
             pool_size=self["pool-size"],
             forwarded_allow_ips=self["forwarded-allow-ips"],
+            probe_timeout=self["probe-timeout"],
+            force_fallback=bool(self["force-fallback"]),
+            heartbeat=self["heartbeat"],
+            grace=self["grace"],
+            replay_buffer=self["replay-buffer"] * 1024 * 1024,
             ws_deflate=bool(self["ws-deflate"]),
         )
 

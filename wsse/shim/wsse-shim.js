@@ -2,12 +2,17 @@
  *
  * wsse injects this file inline into HTML documents, before any script of the
  * page, so the page's code only ever sees this constructor.  Each socket is
- * carried by a transport; the native transport delegates to the browser's own
- * WebSocket.  Per-page settings come from the data-wsse attribute of the
- * script element (see wsse/_protocol.py).
+ * carried by a transport:
+ *   - the native transport: the browser's own WebSocket, tried first;
+ *   - the fallback transport: when the native socket cannot open (a gateway
+ *     blocks WebSocket), the page's socket travels over one event stream
+ *     from wsse (Server-Sent Events format, read with fetch) and an ordered
+ *     channel of POSTs to it, shared by all fallback sockets of the page.
+ * The names and formats used here are specified in wsse/_protocol.py and in
+ * the README's protocol section.
  *
- * Written as ES2017 without crypto.randomUUID or other secure-context-only
- * APIs: pages served over plain http on a non-localhost name must work.
+ * Written without crypto.randomUUID or other secure-context-only APIs: pages
+ * served over plain http on a non-localhost name must work.
  */
 (function () {
   "use strict";
@@ -19,46 +24,251 @@
 
   var script = document.currentScript;
   var config = new URLSearchParams((script && script.getAttribute("data-wsse")) || "");
-  var STATE_NAMES = ["CONNECTING", "OPEN", "CLOSING", "CLOSED"];
+  var pagePath = config.get("path") || location.pathname;
+  var endpoints = new URL(config.get("base") || "__wsse/", location.href).href;
+  var probeMs = Number(config.get("probe")) || 3000;
+  var serverForces = config.get("force") === "1";
 
-  /* The native transport: the browser's own socket, its events re-dispatched
-   * on the wrapper so that handlers see the wrapper as their target. */
-  function NativeTransport(owner, url, protocols) {
-    var ws = protocols === undefined
-      ? new NativeWebSocket(url)
-      : new NativeWebSocket(url, protocols);
-    this.ws = ws;
-    this.kind = "native";
-    ws.addEventListener("open", function () {
-      owner.dispatchEvent(new Event("open"));
+  /* A gateway in front may have added a prefix to every path (/proxy/8080/):
+   * it is what location.pathname has in front of the path wsse saw. */
+  var prefix = "";
+  if (location.pathname.length > pagePath.length &&
+      location.pathname.slice(-pagePath.length) === pagePath) {
+    prefix = location.pathname.slice(0, -pagePath.length).replace(/\/$/, "");
+  }
+
+  var STATE_NAMES = ["CONNECTING", "OPEN", "CLOSING", "CLOSED"];
+  var CONNECTING = 0, OPEN = 1, CLOSING = 2, CLOSED = 3;
+
+  /* ---- When to use the fallback ----------------------------------------- */
+
+  var FORCE_KEY = "wsse:force";
+  var VERDICT_KEY = "wsse:verdict";
+  var REPROBE_MS = 10 * 60 * 1000;
+  var pageVerdictAt = 0;
+
+  function storage() {
+    try {
+      return window.sessionStorage;
+    } catch (e) {
+      return null; /* storage disabled: nothing is remembered */
+    }
+  }
+
+  (function readSwitches() {
+    var asked = new URLSearchParams(location.search).get("wsse");
+    var store = storage();
+    if (!store) {
+      return;
+    }
+    if (asked === "fallback") {
+      store.setItem(FORCE_KEY, "1");
+    } else if (asked === "native") {
+      store.removeItem(FORCE_KEY);
+      store.removeItem(VERDICT_KEY);
+    }
+  })();
+
+  function forced() {
+    var store = storage();
+    return serverForces ||
+      (store !== null && store.getItem(FORCE_KEY) === "1") ||
+      /(?:^|;\s*)wsse=fallback(?:;|$)/.test(document.cookie);
+  }
+
+  function rememberedFailure() {
+    var store = storage();
+    var at = store && Number(store.getItem(VERDICT_KEY));
+    return Boolean(at) && Date.now() - at < REPROBE_MS;
+  }
+
+  /* A native socket failed and a fallback socket then opened: WebSocket is
+   * blocked on the way, for this page and, for a while, this origin. */
+  function provenBlocked() {
+    pageVerdictAt = Date.now();
+    var store = storage();
+    if (store) {
+      store.setItem(VERDICT_KEY, String(pageVerdictAt));
+    }
+  }
+
+  function fallbackFirst() {
+    return forced() || Date.now() - pageVerdictAt < REPROBE_MS || rememberedFailure();
+  }
+
+  /* ---- Errors as a native socket throws them ----------------------------- */
+
+  function domError(message, name) {
+    return new DOMException(message, name);
+  }
+
+  var TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+  function parseURL(url) {
+    var parsed;
+    try {
+      parsed = new URL(String(url), document.baseURI);
+    } catch (e) {
+      throw domError("Failed to construct 'WebSocket': The URL '" + url + "' is invalid.", "SyntaxError");
+    }
+    if (parsed.protocol === "http:") {
+      parsed.protocol = "ws:";
+    } else if (parsed.protocol === "https:") {
+      parsed.protocol = "wss:";
+    }
+    if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
+      throw domError("Failed to construct 'WebSocket': The URL's scheme must be either 'http', 'https', 'ws', or 'wss'. '" +
+        parsed.protocol.slice(0, -1) + "' is not allowed.", "SyntaxError");
+    }
+    if (parsed.hash) {
+      throw domError("Failed to construct 'WebSocket': The URL contains a fragment identifier ('" +
+        parsed.hash.slice(1) + "'). Fragment identifiers are not allowed in WebSocket URLs.", "SyntaxError");
+    }
+    return parsed;
+  }
+
+  function parseProtocols(protocols) {
+    var list = protocols === undefined ? [] :
+      (typeof protocols === "string" ? [protocols] : Array.from(protocols, String));
+    var seen = {};
+    list.forEach(function (protocol) {
+      if (!TOKEN.test(protocol)) {
+        throw domError("Failed to construct 'WebSocket': The subprotocol '" + protocol + "' is invalid.", "SyntaxError");
+      }
+      if (seen[protocol]) {
+        throw domError("Failed to construct 'WebSocket': The subprotocol '" + protocol + "' is duplicated.", "SyntaxError");
+      }
+      seen[protocol] = true;
     });
-    ws.addEventListener("message", function (event) {
+    return list;
+  }
+
+  var encoder = new TextEncoder();
+
+  function checkClose(code, reason) {
+    if (code !== undefined) {
+      code = Number(code) & 0xffff;
+      if (code !== 1000 && (code < 3000 || code > 4999)) {
+        throw domError("Failed to execute 'close' on 'WebSocket': The close code must be either 1000, or between 3000 and 4999. " +
+          code + " is neither.", "InvalidAccessError");
+      }
+    }
+    var reasonBytes = reason === undefined ? new Uint8Array(0) : encoder.encode(String(reason));
+    if (reasonBytes.length > 123) {
+      throw domError("Failed to execute 'close' on 'WebSocket': The close reason must not be greater than 123 UTF-8 bytes.", "SyntaxError");
+    }
+    return { code: code, reason: reasonBytes };
+  }
+
+  /* The path wsse serves a socket at, or null for a socket wsse cannot carry
+   * (another host, or outside the gateway's prefix for this app). */
+  function bridgedPath(parsed) {
+    if (parsed.host !== location.host) {
+      return null;
+    }
+    var path = parsed.pathname + parsed.search;
+    if (prefix) {
+      if (path.indexOf(prefix + "/") !== 0) {
+        return null;
+      }
+      path = path.slice(prefix.length);
+    }
+    return path;
+  }
+
+  /* ---- The native transport ---------------------------------------------- */
+
+  /* The browser's own socket.  Until it opens it is a probe: if it fails
+   * (or stays CONNECTING past the probe time) and wsse can carry the socket,
+   * its events are dropped and the socket moves to the fallback. */
+  function NativeTransport(owner, state, url, protocols, path) {
+    var transport = this;
+    var ws;
+    this.kind = "native";
+    this.ws = null;
+    this.opened = false;
+    try {
+      ws = protocols === undefined ? new NativeWebSocket(url) : new NativeWebSocket(url, protocols);
+    } catch (error) {
+      if (path === null) {
+        throw error;
+      }
+      transport.abandoned = true;
+      setTimeout(function () { switchToFallback(owner, state, path); }, 0);
+      return;
+    }
+    this.ws = ws;
+    ws.binaryType = state.binaryType;
+    var timer = path === null ? null : setTimeout(function () {
+      giveUp();
+    }, probeMs);
+
+    function giveUp() {
+      if (transport.opened || transport.abandoned) {
+        return;
+      }
+      transport.abandoned = true;
+      clearTimeout(timer);
+      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+      try {
+        ws.close();
+      } catch (e) { /* already failing */ }
+      switchToFallback(owner, state, path);
+    }
+
+    ws.onopen = function () {
+      clearTimeout(timer);
+      transport.opened = true;
+      owner.dispatchEvent(new Event("open"));
+    };
+    ws.onmessage = function (event) {
       owner.dispatchEvent(new MessageEvent("message", {
         data: event.data,
         origin: event.origin,
         lastEventId: event.lastEventId
       }));
-    });
-    ws.addEventListener("error", function () {
+    };
+    ws.onerror = function () {
+      if (!transport.opened && path !== null) {
+        giveUp();
+        return;
+      }
       owner.dispatchEvent(new Event("error"));
-    });
-    ws.addEventListener("close", function (event) {
+    };
+    ws.onclose = function (event) {
+      if (!transport.opened && path !== null) {
+        giveUp();
+        return;
+      }
+      clearTimeout(timer);
       owner.dispatchEvent(new CloseEvent("close", {
         code: event.code,
         reason: event.reason,
         wasClean: event.wasClean
       }));
-    });
+    };
   }
   NativeTransport.prototype = {
-    get url() { return this.ws.url; },
-    get readyState() { return this.ws.readyState; },
-    get bufferedAmount() { return this.ws.bufferedAmount; },
-    get protocol() { return this.ws.protocol; },
-    get extensions() { return this.ws.extensions; },
-    setBinaryType: function (value) { this.ws.binaryType = value; },
-    send: function (data) { this.ws.send(data); },
+    get url() { return this.ws ? this.ws.url : ""; },
+    get readyState() { return this.ws && !this.abandoned ? this.ws.readyState : CONNECTING; },
+    get bufferedAmount() { return this.ws ? this.ws.bufferedAmount : 0; },
+    get protocol() { return this.ws ? this.ws.protocol : ""; },
+    get extensions() { return this.ws ? this.ws.extensions : ""; },
+    setBinaryType: function (value) {
+      if (this.ws) {
+        this.ws.binaryType = value;
+      }
+    },
+    send: function (data) {
+      if (!this.ws || this.abandoned) {
+        throw domError("Failed to execute 'send' on 'WebSocket': Still in CONNECTING state.", "InvalidStateError");
+      }
+      this.ws.send(data);
+    },
     close: function (code, reason) {
+      if (!this.ws || this.abandoned) {
+        return; /* the fallback took over: close() went to it */
+      }
       if (code === undefined) {
         this.ws.close();
       } else if (reason === undefined) {
@@ -69,6 +279,465 @@
     }
   };
 
+  function switchToFallback(owner, state, path) {
+    if (state.closeRequested) {
+      /* close() was called while the probe was failing: fail as native would */
+      state.transport = new ClosedTransport(state.url);
+      owner.dispatchEvent(new Event("error"));
+      owner.dispatchEvent(new CloseEvent("close", { code: 1006, reason: "", wasClean: false }));
+      return;
+    }
+    state.transport = new FallbackTransport(owner, state, path, true);
+  }
+
+  function ClosedTransport(url) {
+    this.kind = "fallback";
+    this.url = url;
+    this.readyState = CLOSED;
+    this.bufferedAmount = 0;
+    this.protocol = "";
+    this.extensions = "";
+  }
+  ClosedTransport.prototype = {
+    setBinaryType: function () {},
+    send: function () {},
+    close: function () {}
+  };
+
+  /* ---- The fallback transport -------------------------------------------- */
+
+  var FRAME_OPEN = 1, FRAME_TEXT = 2, FRAME_BINARY = 3, FRAME_CLOSE = 4;
+
+  function FallbackTransport(owner, state, path, afterProbe) {
+    this.kind = "fallback";
+    this.owner = owner;
+    this.state = state;
+    this.url = state.url;
+    this.origin = state.origin;
+    this.readyState = CONNECTING;
+    this.bufferedAmount = 0;
+    this.protocol = "";
+    this.extensions = "";
+    this.afterProbe = afterProbe;
+    this.session = currentSession();
+    this.number = this.session.add(this);
+    this.session.enqueue(FRAME_OPEN, this, encoder.encode(JSON.stringify({
+      url: path,
+      protocols: state.protocols
+    })), 0);
+  }
+  FallbackTransport.prototype = {
+    setBinaryType: function () { /* read at each message's delivery */ },
+
+    send: function (data) {
+      if (this.readyState === CONNECTING) {
+        throw domError("Failed to execute 'send' on 'WebSocket': Still in CONNECTING state.", "InvalidStateError");
+      }
+      var kind, payload, size;
+      if (typeof data === "string") {
+        kind = FRAME_TEXT;
+        payload = encoder.encode(data);
+        size = payload.length;
+      } else if (data instanceof ArrayBuffer) {
+        kind = FRAME_BINARY;
+        payload = new Uint8Array(data.slice(0));
+        size = payload.length;
+      } else if (ArrayBuffer.isView(data)) {
+        kind = FRAME_BINARY;
+        payload = new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
+        size = payload.length;
+      } else if (data instanceof Blob) {
+        kind = FRAME_BINARY;
+        payload = data; /* read when its turn comes, so order is kept */
+        size = data.size;
+      } else {
+        kind = FRAME_TEXT;
+        payload = encoder.encode(String(data));
+        size = payload.length;
+      }
+      this.bufferedAmount += size;
+      if (this.readyState !== OPEN) {
+        return; /* as native: counted, never sent */
+      }
+      this.session.enqueue(kind, this, payload, size);
+    },
+
+    close: function (code, reason) {
+      var checked = checkClose(code, reason);
+      if (this.readyState === CLOSING || this.readyState === CLOSED) {
+        return;
+      }
+      var payload = new Uint8Array(0);
+      if (this.readyState === OPEN && checked.code !== undefined) {
+        payload = new Uint8Array(2 + checked.reason.length);
+        payload[0] = checked.code >> 8;
+        payload[1] = checked.code & 0xff;
+        payload.set(checked.reason, 2);
+      }
+      this.readyState = CLOSING;
+      this.session.enqueue(FRAME_CLOSE, this, payload, 0);
+    },
+
+    /* From the session. */
+
+    sent: function (size) {
+      this.bufferedAmount -= size;
+    },
+
+    handle: function (name, data) {
+      var owner = this.owner;
+      if (name === "open") {
+        if (this.readyState !== CONNECTING) {
+          return;
+        }
+        this.readyState = OPEN;
+        this.protocol = data.protocol;
+        this.extensions = data.extensions;
+        if (this.afterProbe) {
+          provenBlocked();
+        }
+        owner.dispatchEvent(new Event("open"));
+      } else if (name === "text" || name === "binary") {
+        if (this.readyState === CLOSED) {
+          return;
+        }
+        var payload = data.d;
+        if (name === "binary") {
+          var bytes = base64Bytes(data.d);
+          payload = this.state.binaryType === "arraybuffer" ? bytes.buffer : new Blob([bytes]);
+        }
+        owner.dispatchEvent(new MessageEvent("message", { data: payload, origin: this.origin }));
+      } else if (name === "close") {
+        this.finish(data.code, data.reason, data.clean);
+      }
+    },
+
+    finish: function (code, reason, clean) {
+      if (this.readyState === CLOSED) {
+        return;
+      }
+      this.readyState = CLOSED;
+      this.session.remove(this);
+      if (!clean) {
+        this.owner.dispatchEvent(new Event("error"));
+      }
+      this.owner.dispatchEvent(new CloseEvent("close", { code: code, reason: reason, wasClean: clean }));
+    }
+  };
+
+  function base64Bytes(text) {
+    var raw = atob(text);
+    var bytes = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i++) {
+      bytes[i] = raw.charCodeAt(i);
+    }
+    return bytes;
+  }
+
+  /* ---- The page session: one event stream, one POST channel -------------- */
+
+  var SESSION_HEADER = "X-WSSE-Session";
+  var ACK_HEADER = "X-WSSE-Ack";
+  var FRAMES_TYPE = "application/x-wsse-frames";
+  var SESSION_GONE = 410;
+  var BATCH_BYTES = 1024 * 1024;
+  var ACK_EVERY = 64;
+  var ACK_AFTER_MS = 1000;
+  var IDLE_END_MS = 5000;
+
+  var session = null;
+
+  function currentSession() {
+    if (session === null || session.ended) {
+      session = new Session();
+    }
+    return session;
+  }
+
+  function Session() {
+    this.id = null;
+    this.ended = false;
+    this.sockets = {};
+    this.count = 0;
+    this.nextNumber = 1;
+    this.lastEventId = 0;
+    this.ackedEventId = 0;
+    this.queue = [];
+    this.nextSeq = 0;
+    this.posting = false;
+    this.retryMs = 0;
+    this.streamRetryMs = 0;
+    this.watchdogMs = 15000;
+    this.lastBytesAt = 0;
+    this.controller = null;
+    this.ackTimer = null;
+    this.idleTimer = null;
+    this.connect();
+  }
+  Session.prototype = {
+    add: function (transport) {
+      var number = this.nextNumber++;
+      this.sockets[number] = transport;
+      this.count++;
+      clearTimeout(this.idleTimer);
+      return number;
+    },
+
+    remove: function (transport) {
+      if (this.sockets[transport.number] === transport) {
+        delete this.sockets[transport.number];
+        this.count--;
+      }
+      if (this.count === 0) {
+        /* No socket left: let the stream's connection go after a while. */
+        var session = this;
+        clearTimeout(this.idleTimer);
+        this.idleTimer = setTimeout(function () {
+          if (session.count === 0) {
+            session.end();
+          }
+        }, IDLE_END_MS);
+      }
+    },
+
+    /* The event stream. */
+
+    connect: function () {
+      var session = this;
+      var headers = { "Accept": "text/event-stream" };
+      if (this.id !== null) {
+        headers[SESSION_HEADER] = this.id;
+        headers["Last-Event-ID"] = String(this.lastEventId);
+      }
+      var controller = new AbortController();
+      this.controller = controller;
+      this.lastBytesAt = Date.now();
+      var watchdog = setInterval(function () {
+        if (Date.now() - session.lastBytesAt > session.watchdogMs) {
+          controller.abort(); /* a stream gone silent: a gateway lost it */
+        }
+      }, 1000);
+      fetch(endpoints + "events", {
+        headers: headers,
+        cache: "no-store",
+        credentials: "same-origin",
+        signal: controller.signal
+      }).then(function (response) {
+        if (response.status === SESSION_GONE) {
+          session.fail();
+          return null;
+        }
+        if (!response.ok || !response.body) {
+          throw new Error("event stream answered " + response.status);
+        }
+        return session.read(response.body.getReader());
+      }).catch(function () {
+        /* a dropped stream: resumed below */
+      }).then(function () {
+        clearInterval(watchdog);
+        if (!session.ended) {
+          session.streamRetryMs = Math.min(Math.max(session.streamRetryMs * 2, 100), 5000);
+          setTimeout(function () {
+            if (!session.ended) {
+              session.connect();
+            }
+          }, session.streamRetryMs);
+        }
+      });
+    },
+
+    read: function (reader) {
+      var session = this;
+      var decoder = new TextDecoder();
+      var buffer = "";
+      var event = { id: null, name: "message", data: "" };
+      function pump(result) {
+        if (result.done || session.ended) {
+          return null;
+        }
+        session.lastBytesAt = Date.now();
+        buffer += decoder.decode(result.value, { stream: true });
+        var end;
+        while ((end = buffer.indexOf("\n")) >= 0) {
+          var line = buffer.slice(0, end);
+          buffer = buffer.slice(end + 1);
+          if (line === "") {
+            if (event.id !== null) {
+              session.dispatch(Number(event.id), event.name, event.data);
+            }
+            event = { id: null, name: "message", data: "" };
+          } else if (line.charAt(0) !== ":") {
+            var colon = line.indexOf(": ");
+            var field = line.slice(0, colon);
+            var value = line.slice(colon + 2);
+            if (field === "id") {
+              event.id = value;
+            } else if (field === "event") {
+              event.name = value;
+            } else if (field === "data") {
+              event.data = value;
+            }
+          }
+        }
+        return reader.read().then(pump);
+      }
+      return reader.read().then(pump);
+    },
+
+    dispatch: function (id, name, data) {
+      if (id <= this.lastEventId) {
+        return; /* replayed, and already handled */
+      }
+      this.lastEventId = id;
+      this.streamRetryMs = 0;
+      var fields = JSON.parse(data);
+      if (name === "session") {
+        this.id = fields.session;
+        this.watchdogMs = Math.max(3 * fields.heartbeat, 3000);
+      } else {
+        var transport = this.sockets[fields.s];
+        if (transport) {
+          transport.handle(name, fields);
+        }
+      }
+      this.acknowledgeSoon();
+      this.post();
+    },
+
+    acknowledgeSoon: function () {
+      var session = this;
+      if (this.ackTimer === null) {
+        this.ackTimer = setTimeout(function () {
+          session.ackTimer = null;
+          session.post();
+        }, ACK_AFTER_MS);
+      }
+    },
+
+    /* The POST channel: frames in order, one request in flight, each frame
+     * numbered so the server applies a retried one only once. */
+
+    enqueue: function (kind, transport, payload, size) {
+      this.queue.push({
+        seq: this.nextSeq++,
+        kind: kind,
+        transport: transport,
+        payload: payload,
+        size: size
+      });
+      this.post();
+    },
+
+    ackDue: function () {
+      var unacked = this.lastEventId - this.ackedEventId;
+      return unacked >= ACK_EVERY || (unacked > 0 && this.ackTimer === null);
+    },
+
+    post: function () {
+      var session = this;
+      if (this.posting || this.id === null || this.ended) {
+        return;
+      }
+      if (this.queue.length === 0 && !this.ackDue()) {
+        return;
+      }
+      this.posting = true;
+      this.batch().then(function (batch) {
+        var ack = session.lastEventId;
+        var headers = { "Content-Type": FRAMES_TYPE };
+        headers[SESSION_HEADER] = session.id;
+        headers[ACK_HEADER] = String(ack);
+        return fetch(endpoints + "send", {
+          method: "POST",
+          headers: headers,
+          body: batch.body,
+          cache: "no-store",
+          credentials: "same-origin"
+        }).then(function (response) {
+          if (response.status === SESSION_GONE || (response.status >= 400 && response.status < 500)) {
+            session.fail();
+            return;
+          }
+          if (!response.ok) {
+            throw new Error("frames answered " + response.status);
+          }
+          session.retryMs = 0;
+          session.ackedEventId = Math.max(session.ackedEventId, ack);
+          batch.frames.forEach(function (frame) {
+            frame.transport.sent(frame.size);
+          });
+          session.queue.splice(0, batch.frames.length);
+        });
+      }).catch(function () {
+        /* a lost POST: the same frames go again, and the server drops any it had */
+        session.retryMs = Math.min(Math.max(session.retryMs * 2, 100), 5000);
+        return new Promise(function (resolve) { setTimeout(resolve, session.retryMs); });
+      }).then(function () {
+        session.posting = false;
+        session.post();
+      });
+    },
+
+    batch: function () {
+      var frames = [];
+      var bytes = 8;
+      for (var i = 0; i < this.queue.length && (frames.length === 0 || bytes < BATCH_BYTES); i++) {
+        var frame = this.queue[i];
+        frames.push(frame);
+        bytes += 9 + (frame.payload.size !== undefined ? frame.payload.size : frame.payload.length);
+      }
+      /* Blobs are read in order, before the batch is built. */
+      return Promise.all(frames.map(function (frame) {
+        if (frame.payload instanceof Blob) {
+          return frame.payload.arrayBuffer().then(function (buffer) {
+            frame.payload = new Uint8Array(buffer);
+          });
+        }
+        return null;
+      })).then(function () {
+        var body = new Uint8Array(bytes);
+        var view = new DataView(body.buffer);
+        var first = frames.length ? frames[0].seq : 0;
+        view.setUint32(0, Math.floor(first / 4294967296));
+        view.setUint32(4, first >>> 0);
+        var offset = 8;
+        frames.forEach(function (frame) {
+          view.setUint8(offset, frame.kind);
+          view.setUint32(offset + 1, frame.transport.number);
+          view.setUint32(offset + 5, frame.payload.length);
+          body.set(frame.payload, offset + 9);
+          offset += 9 + frame.payload.length;
+        });
+        return { body: body, frames: frames };
+      });
+    },
+
+    /* The end of the session. */
+
+    fail: function () {
+      /* The server no longer holds this page's session: every socket fails. */
+      var sockets = this.sockets;
+      this.end();
+      Object.keys(sockets).forEach(function (number) {
+        sockets[number].finish(1006, "", false);
+      });
+    },
+
+    end: function () {
+      if (this.ended) {
+        return;
+      }
+      this.ended = true;
+      clearTimeout(this.ackTimer);
+      clearTimeout(this.idleTimer);
+      if (this.controller) {
+        this.controller.abort();
+      }
+    }
+  };
+
+  /* ---- The WebSocket the page sees ---------------------------------------- */
+
   /* Per-socket state lives here rather than on the instance, so a wrapper
    * shows no own properties, as a native socket shows none. */
   var internals = new WeakMap();
@@ -76,12 +745,27 @@
   class WebSocket extends EventTarget {
     constructor(url, protocols) {
       super();
-      var state = { binaryType: "blob", handlers: {}, transport: null };
+      var parsed = parseURL(url);
+      var list = parseProtocols(protocols);
+      var state = {
+        binaryType: "blob",
+        handlers: {},
+        transport: null,
+        url: parsed.href,
+        origin: parsed.protocol + "//" + parsed.host,
+        protocols: list,
+        closeRequested: false
+      };
       internals.set(this, state);
-      state.transport = new NativeTransport(this, url, protocols);
+      var path = bridgedPath(parsed);
+      if (path !== null && fallbackFirst()) {
+        state.transport = new FallbackTransport(this, state, path, false);
+      } else {
+        state.transport = new NativeTransport(this, state, parsed.href, protocols === undefined ? undefined : list, path);
+      }
     }
 
-    get url() { return internals.get(this).transport.url; }
+    get url() { return internals.get(this).url; }
     get readyState() { return internals.get(this).transport.readyState; }
     get bufferedAmount() { return internals.get(this).transport.bufferedAmount; }
     get protocol() { return internals.get(this).transport.protocol; }
@@ -105,7 +789,10 @@
     }
 
     close(code, reason) {
-      internals.get(this).transport.close(code, reason);
+      var state = internals.get(this);
+      checkClose(code, reason);
+      state.closeRequested = true;
+      state.transport.close(code, reason);
     }
   }
 
@@ -167,11 +854,15 @@
     writable: false,
     value: Object.freeze({
       NativeWebSocket: NativeWebSocket,
-      pagePath: config.get("path"),
-      endpoints: config.get("base"),
+      pagePath: pagePath,
+      prefix: prefix,
+      endpoints: endpoints,
       transportOf: function (socket) {
         var state = internals.get(socket);
         return state ? state.transport.kind : undefined;
+      },
+      sessionId: function () {
+        return session && !session.ended ? session.id : null;
       }
     })
   });

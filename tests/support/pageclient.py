@@ -1,0 +1,169 @@
+"""
+A page's side of the fallback protocol, in Python: what the shim does, so the
+bridge can be tested over real sockets without a browser.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from treq.client import HTTPClient
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from wsse import _protocol
+
+
+@dataclass
+class Event:
+    id: int
+    name: str
+    data: Any
+
+
+class SSEParser:
+    """Splits an event stream into events, and counts its comments."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.comments = 0
+        self.start = b""  # the first bytes, for looking at the preamble
+
+    def feed(self, data: bytes) -> list[Event]:
+        if len(self.start) < 4096:
+            self.start += data[: 4096 - len(self.start)]
+        self._buffer += data
+        events = []
+        while b"\n\n" in self._buffer:
+            block, self._buffer = self._buffer.split(b"\n\n", 1)
+            fields: dict[bytes, bytes] = {}
+            for line in block.split(b"\n"):
+                if line.startswith(b":"):
+                    self.comments += 1
+                    continue
+                name, _, value = line.partition(b": ")
+                fields[name] = value
+            if b"event" in fields:
+                events.append(
+                    Event(int(fields[b"id"]), fields[b"event"].decode(), json.loads(fields[b"data"]))
+                )
+        return events
+
+
+class _Stream(Protocol):
+    """An HTTP/1.0 event-stream request: its body is whatever follows the headers."""
+
+    def __init__(self, request: bytes, deliver: Callable[[list[Event]], None]) -> None:
+        self._request = request
+        self._deliver = deliver
+        self._head = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.parser = SSEParser()
+        self.status: defer.Deferred[int] = defer.Deferred()
+        self.done: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self._request)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.status.called:
+            self._head += data
+            if b"\r\n\r\n" not in self._head:
+                return
+            head, data = self._head.split(b"\r\n\r\n", 1)
+            lines = head.split(b"\r\n")
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                self.headers[name.strip().lower()] = value.strip()
+            self.status.callback(int(lines[0].split()[1]))
+        if data:
+            self._deliver(self.parser.feed(data))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if not self.status.called:
+            self.status.callback(0)
+        self.done.callback(None)
+
+
+class PageClient:
+    """One page session: an event stream and a POST channel, like the shim's."""
+
+    def __init__(self, port: int, mount: str = "/") -> None:
+        self.port = port
+        self.path = mount.encode() + b"__wsse/"
+        self.base = f"http://127.0.0.1:{port}{mount}__wsse/"
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.http = HTTPClient(Agent(reactor, pool=self.pool))
+        self.session: str | None = None
+        self.last_id = 0
+        self.seq = 0
+        self.events: defer.DeferredQueue[Event] = defer.DeferredQueue()
+        self.stream: _Stream | None = None
+        self.headers = {b"Origin": [b"http://page.example"], b"User-Agent": [b"PageClient/1.0"]}
+
+    async def connect(self) -> int:
+        """Open (or resume) the event stream; its status."""
+        headers = dict(self.headers)
+        if self.session is not None:
+            headers[_protocol.SESSION_HEADER] = [self.session.encode()]
+            headers[_protocol.LAST_EVENT_ID_HEADER] = [b"%d" % self.last_id]
+        lines = [b"GET " + self.path + b"events HTTP/1.0", b"Host: 127.0.0.1:%d" % self.port]
+        lines += [name + b": " + value for name, values in headers.items() for value in values]
+        self.stream = _Stream(b"\r\n".join(lines) + b"\r\n\r\n", self._received)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), self.stream)
+        status = await self.stream.status
+        if status == 200 and self.session is None:
+            hello = await self.events.get()
+            assert hello.name == "session", hello
+            self.session = hello.data["session"]
+        return status
+
+    def _received(self, events: list[Event]) -> None:
+        for event in events:
+            if event.id <= self.last_id:
+                continue  # a replayed event the page already has
+            self.last_id = event.id
+            self.events.put(event)
+
+    async def drop_stream(self) -> None:
+        """Cut the event stream, as a gateway would, and wait until it is gone."""
+        assert self.stream is not None
+        self.stream.transport.abortConnection()
+        await self.stream.done
+
+    async def post(self, frames: list[tuple[int, int, bytes]], seq: int | None = None) -> int:
+        """Send frames (kind, socket, payload); the status. C{seq} overrides the numbering."""
+        first = self.seq if seq is None else seq
+        if seq is None:
+            self.seq += len(frames)
+        headers = dict(self.headers)
+        headers[b"Content-Type"] = [_protocol.FRAMES_CONTENT_TYPE]
+        if self.session is not None:
+            headers[_protocol.SESSION_HEADER] = [self.session.encode()]
+        headers[_protocol.ACK_HEADER] = [b"%d" % self.last_id]
+        response = await self.http.post(
+            self.base + "send", data=_protocol.encode_frames(first, frames), headers=headers
+        )
+        await response.content()
+        return int(response.code)
+
+    async def open(self, socket: int, url: str, protocols: list[str] | None = None) -> Event:
+        body = json.dumps({"url": url, "protocols": protocols or []}).encode()
+        assert await self.post([(_protocol.FRAME_OPEN, socket, body)]) == 204
+        return await self.next_for(socket)
+
+    async def next_for(self, socket: int) -> Event:
+        event = await self.events.get()
+        assert event.data["s"] == socket, event
+        return event
+
+    async def close(self) -> None:
+        if self.stream is not None and not self.stream.done.called:
+            await self.drop_stream()
+        await self.pool.closeCachedConnections()

@@ -1,0 +1,263 @@
+"""
+The fallback's server side over real sockets: a page client speaking the
+protocol as the shim does, wsse, and a real autobahn app.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+from twisted.internet import reactor, task
+
+from tests.support.harness import ProxyTestCase
+from tests.support.pageclient import PageClient
+from wsse import _protocol
+
+TEXT, BINARY, CLOSE = _protocol.FRAME_TEXT, _protocol.FRAME_BINARY, _protocol.FRAME_CLOSE
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    return struct.pack(">H", code) + reason.encode()
+
+
+class BridgeTestCase(ProxyTestCase):
+    overrides = {"heartbeat": 0.2}
+
+    async def page(self) -> PageClient:
+        page = PageClient(self.port)
+        self.addCleanup(page.close)
+        self.assertEqual(await page.connect(), 200)
+        return page
+
+
+class Sockets(BridgeTestCase):
+    async def test_a_socket_opens_with_the_app_s_subprotocol_and_echoes_exactly(self) -> None:
+        page = await self.page()
+        opened = await page.open(1, "/ws/echo?room=1", ["v1", "v2"])
+        self.assertEqual((opened.name, opened.data["protocol"]), ("open", "v2"))
+        texts = ["", "a", "line\nbreak\r\nand\rreturn\x00nul", "😀 caf\u00e9 \u4e2d", "x" * 100_000]
+        for text in texts:
+            await page.post([(TEXT, 1, text.encode())])
+            event = await page.next_for(1)
+            self.assertEqual((event.name, event.data["d"]), ("text", text))
+        for size in [0, 1, 65536, 16 << 20]:
+            payload = bytes(range(256)) * (size // 256)
+            await page.post([(BINARY, 1, payload)])
+            event = await page.next_for(1)
+            self.assertEqual(event.name, "binary")
+            self.assertEqual(base64.b64decode(event.data["d"]), payload)
+
+    async def test_frames_in_one_post_arrive_in_order(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        await page.post([(TEXT, 1, b"%d" % n) for n in range(200)])
+        received = [(await page.next_for(1)).data["d"] for _ in range(200)]
+        self.assertEqual(received, [str(n) for n in range(200)])
+
+    async def test_many_sockets_share_one_stream(self) -> None:
+        page = await self.page()
+        for n in range(1, 9):
+            await page.open(n, "/ws/echo")
+        await page.post([(TEXT, n, b"to %d" % n) for n in range(1, 9)])
+        received = {}
+        for _ in range(8):
+            event = await page.events.get()
+            received[event.data["s"]] = event.data["d"]
+        self.assertEqual(received, {n: f"to {n}" for n in range(1, 9)})
+
+    async def test_the_handshake_carries_what_the_browser_s_would_have(self) -> None:
+        page = await self.page()
+        page.headers[b"Cookie"] = [b"session=s3cr3t"]
+        page.headers[b"Authorization"] = [b"Bearer t0k3n"]
+        await page.open(1, "/ws/echo?a=%20b&c&d=%2F", ["v2"])
+        handshake = self.ws.handshakes[-1]
+        self.assertEqual(self.ws.uris[-1], "/ws/echo?a=%20b&c&d=%2F")
+        headers = handshake.headers
+        self.assertEqual(headers["cookie"], "session=s3cr3t")
+        self.assertEqual(headers["authorization"], "Bearer t0k3n")
+        self.assertEqual(headers["origin"], "http://page.example")
+        self.assertEqual(headers["user-agent"], "PageClient/1.0")
+        self.assertEqual(headers["host"], f"127.0.0.1:{self.port}")
+        self.assertEqual(headers["x-forwarded-for"], "127.0.0.1")
+        self.assertNotIn("x-wsse-session", headers)
+        self.assertNotIn("content-type", headers)
+
+    async def test_a_refused_socket_fails_with_1006(self) -> None:
+        page = await self.page()
+        closed = await page.open(1, "/ws/deny")
+        self.assertEqual(closed.name, "close")
+        self.assertEqual((closed.data["code"], closed.data["clean"]), (1006, False))
+
+    async def test_a_path_that_could_split_the_request_line_is_refused(self) -> None:
+        page = await self.page()
+        closed = await page.open(1, "/ws/echo HTTP/1.1\r\nHost: other")
+        self.assertEqual((closed.name, closed.data["code"]), ("close", 1006))
+        self.assertEqual(self.ws.handshakes, [])
+
+    async def test_no_url_from_the_page_can_reach_another_host(self) -> None:
+        page = await self.page()
+        for number, url in enumerate(
+            ["//evil.example/ws/echo", "/@evil.example/ws/echo", "/http://evil.example/ws/echo"], 1
+        ):
+            await page.open(number, url)
+            # Whatever the path says, the handshake went to the configured app,
+            # which saw that path (its HTTP side answers it: not a WebSocket).
+            self.assertEqual(self.app.seen[-1].uri, url.encode())
+            self.assertEqual(self.app.seen[-1].header(b"upgrade"), [b"WebSocket"])
+
+    async def test_the_page_s_close_code_reaches_the_app_and_comes_back(self) -> None:
+        for code, reason in [(1000, "done"), (1001, ""), (4000, "client-bye")]:
+            page = await self.page()
+            await page.open(1, "/ws/echo")
+            app_closed = self.ws.next_close()
+            await page.post([(CLOSE, 1, close_payload(code, reason))])
+            closed = await page.next_for(1)
+            self.assertEqual(closed.data, {"s": 1, "code": code, "reason": reason, "clean": True})
+            self.assertEqual(await app_closed, (True, code, reason or None))
+
+    async def test_a_close_without_a_code(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        app_closed = self.ws.next_close()
+        await page.post([(CLOSE, 1, b"")])
+        self.assertEqual((await page.next_for(1)).data["clean"], True)
+        self.assertEqual(await app_closed, (True, None, None))
+
+    async def test_the_app_s_close_code_reaches_the_page(self) -> None:
+        for code, reason in [(1000, "bye"), (1001, "restarting"), (1011, "oops"), (4001, "app-bye")]:
+            page = await self.page()
+            await page.open(1, "/ws/echo")
+            await page.post([(TEXT, 1, f"!close {code} {reason}".encode())])
+            closed = await page.next_for(1)
+            self.assertEqual(closed.data, {"s": 1, "code": code, "reason": reason, "clean": True})
+
+    async def test_a_vanished_app_fails_the_socket(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        self.ws.open[0].transport.abortConnection()
+        closed = await page.next_for(1)
+        self.assertEqual((closed.data["code"], closed.data["clean"]), (1006, False))
+
+
+class Channel(BridgeTestCase):
+    async def test_a_retried_post_is_applied_once(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        first = page.seq
+        self.assertEqual(await page.post([(TEXT, 1, b"once")]), 204)
+        self.assertEqual(await page.post([(TEXT, 1, b"once"), (TEXT, 1, b"then")], seq=first), 204)
+        page.seq = first + 2
+        self.assertEqual((await page.next_for(1)).data["d"], "once")
+        self.assertEqual((await page.next_for(1)).data["d"], "then")
+        await page.post([(TEXT, 1, b"last")])
+        self.assertEqual((await page.next_for(1)).data["d"], "last")
+
+    async def test_a_gap_in_the_sequence_is_refused(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        self.assertEqual(await page.post([(TEXT, 1, b"x")], seq=page.seq + 5), 409)
+
+    async def test_malformed_frames_are_refused(self) -> None:
+        page = await self.page()
+        for body in [b"", b"\x00" * 8 + b"\x09", b"\x00" * 8 + b"\x02\x00\x00\x00\x01\x00\x00\x00\x09ab"]:
+            response = await page.http.post(
+                page.base + "send",
+                data=body,
+                headers={b"Content-Type": [_protocol.FRAMES_CONTENT_TYPE], _protocol.SESSION_HEADER: [page.session.encode()]},
+            )
+            await response.content()
+            self.assertEqual(response.code, 400)
+
+    async def test_frames_of_another_content_type_are_refused(self) -> None:
+        page = await self.page()
+        response = await page.http.post(
+            page.base + "send",
+            data=_protocol.encode_frames(0, []),
+            headers={b"Content-Type": [b"text/plain"], _protocol.SESSION_HEADER: [page.session.encode()]},
+        )
+        await response.content()
+        self.assertEqual(response.code, 415)
+
+    async def test_an_unknown_session_is_gone(self) -> None:
+        page = PageClient(self.port)
+        self.addCleanup(page.close)
+        page.session = "no-such-session"
+        self.assertEqual(await page.connect(), 410)
+        self.assertEqual(await page.post([(TEXT, 1, b"x")]), 410)
+
+
+class Stream(BridgeTestCase):
+    async def test_the_stream_starts_with_its_headers_and_a_preamble_then_beats(self) -> None:
+        page = await self.page()
+        headers = page.stream.headers
+        self.assertEqual(headers[b"content-type"], b"text/event-stream; charset=utf-8")
+        self.assertEqual(headers[b"cache-control"], b"no-cache, no-transform")
+        self.assertEqual(headers[b"x-accel-buffering"], b"no")
+        parser = page.stream.parser
+        self.assertTrue(parser.start.startswith(b":" + b" " * 2048 + b"\n\n"))
+        comments = parser.comments
+        while parser.comments < comments + 3:
+            await task.deferLater(reactor, 0.1, lambda: None)
+
+    async def test_events_missed_while_the_stream_was_down_are_replayed(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        await page.post([(TEXT, 1, b"before")])
+        self.assertEqual((await page.next_for(1)).data["d"], "before")
+        await page.drop_stream()
+        await page.post([(TEXT, 1, b"%d" % n) for n in range(50)])  # echoed while no stream
+        await task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(await page.connect(), 200)
+        received = [(await page.next_for(1)).data["d"] for _ in range(50)]
+        self.assertEqual(received, [str(n) for n in range(50)])
+
+    async def test_a_resume_from_an_event_no_longer_kept_ends_the_session(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        await page.post([(TEXT, 1, b"a"), (TEXT, 1, b"b")])
+        await page.next_for(1)
+        await page.next_for(1)
+        await page.drop_stream()
+        await page.post([])  # acknowledges everything so far: the log is empty
+        app_closed = self.ws.next_close()
+        page.last_id -= 2  # as if the page had missed two acknowledged events
+        self.assertEqual(await page.connect(), 410)
+        self.assertEqual((await app_closed)[1], 1006)
+
+
+class Grace(BridgeTestCase):
+    overrides = {"heartbeat": 0.2, "grace": 0.5}
+
+    async def test_a_page_that_does_not_come_back_ends_and_its_sockets_close(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        app_closed = self.ws.next_close()
+        await page.drop_stream()
+        was_clean, code, _ = await app_closed
+        self.assertEqual((was_clean, code), (False, 1006))
+        self.assertEqual(await page.connect(), 410)
+
+    async def test_a_page_that_comes_back_in_time_keeps_its_sockets(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        await page.drop_stream()
+        await task.deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(await page.connect(), 200)
+        await task.deferLater(reactor, 0.5, lambda: None)
+        await page.post([(TEXT, 1, b"still here")])
+        self.assertEqual((await page.next_for(1)).data["d"], "still here")
+
+
+class ReplayBuffer(BridgeTestCase):
+    overrides = {"heartbeat": 0.2, "replay_buffer": 256 * 1024}
+
+    async def test_a_page_that_falls_too_far_behind_ends_with_1006(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        await page.drop_stream()
+        app_closed = self.ws.next_close()
+        # Echoes pile up for a page that is not there to acknowledge them.
+        await page.post([(BINARY, 1, b"x" * 65536) for _ in range(8)])
+        self.assertEqual((await app_closed)[1], 1006)
+        self.assertEqual(await page.connect(), 410)

@@ -1,0 +1,172 @@
+"""
+Nothing lost, duplicated or reordered when a gateway keeps cutting the
+browser's connections: SageMaker notebook gateways cut every 10-13 s.
+
+Chromium talks to wsse through a TCP relay that cuts each of the browser's
+connections 10 s after it opened (the event stream, and every POST connection
+too); the page is forced onto the fallback.  10,000 messages go each way.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+
+from tests.support.gateways import cutting_relay
+from tests.support.processes import ROOT, free_port, running
+
+ARTIFACTS = ROOT / "test-artifacts" / "resume"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def wsse_port() -> Iterator[int]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    app, port = free_port(), free_port()
+    with running(
+        [sys.executable, "-m", "tests.support.resume_app", str(app)], app, log=ARTIFACTS / "app.log"
+    ):
+        with running(
+            [
+                sys.executable,
+                "-m",
+                "wsse",
+                "--target",
+                f"http://127.0.0.1:{app}",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--force-fallback",
+                "--log-level",
+                "warning",
+            ],
+            port,
+            log=ARTIFACTS / "wsse.log",
+        ):
+            yield port
+
+
+def defects(received: list[int], count: int) -> dict[str, int]:
+    """How the numbers 0..count-1 arrived: lost, duplicated and out of order."""
+    seen: set[int] = set()
+    duplicated = out_of_order = 0
+    highest = -1
+    for number in received:
+        if number in seen:
+            duplicated += 1
+            continue
+        seen.add(number)
+        if number < highest:
+            out_of_order += 1
+        highest = max(highest, number)
+    return {"lost": count - len(seen), "duplicated": duplicated, "reordered": out_of_order}
+
+
+def run(browser: Browser, port: int, count: int, per_second: int, name: str) -> dict[str, object]:
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.wait_for_function("typeof window.runResume === 'function'")
+    result = page.evaluate(f"runResume({count}, {per_second})")
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    context.close()
+    assert errors == []
+    return result
+
+
+def check(result: dict[str, object], count: int) -> None:
+    assert result["transport"] == "fallback"
+    assert result["closed"] is None, f"the socket closed: {result['closed']}"
+    inbound = defects(result["echoes"], count)  # type: ignore[arg-type]
+    outbound = defects(result["pushes"], count)  # type: ignore[arg-type]
+    print(f"page to app: {inbound}; app to page: {outbound}")
+    assert inbound == {"lost": 0, "duplicated": 0, "reordered": 0}
+    assert outbound == {"lost": 0, "duplicated": 0, "reordered": 0}
+
+
+def test_10000_messages_each_way_through_a_gateway_cutting_every_10_seconds(
+    browser: Browser, wsse_port: int
+) -> None:
+    count = 10_000
+    with cutting_relay(wsse_port, cut_every=10) as relay:
+        result = run(browser, relay.port, count, per_second=250, name="cut-every-10s")
+        cuts = relay.cuts
+    print(f"{cuts} connections cut during the run")
+    assert cuts >= 4
+    check(result, count)
+    # The page batched its frames: far fewer POSTs than messages.
+    posts = (ARTIFACTS / "wsse.log").read_text().count('"POST /__wsse/send ')
+    print(f"{count} messages in {posts} POSTs")
+    assert 0 < posts < count / 5
+
+
+def test_connections_reset_every_2_seconds(browser: Browser, wsse_port: int) -> None:
+    """Resets rather than orderly closes, and more often: still nothing lost."""
+    count = 2_000
+    with cutting_relay(wsse_port, cut_every=2, cut_with="rst") as relay:
+        result = run(browser, relay.port, count, per_second=250, name="reset-every-2s")
+        cuts = relay.cuts
+    print(f"{cuts} connections reset during the run")
+    assert cuts >= 4
+    check(result, count)
+
+
+def test_a_session_the_server_no_longer_holds_closes_the_page_s_sockets(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """wsse restarts: the page's fallback socket fails (error, close 1006) and a new one works."""
+    app, port = free_port(), free_port()
+    wsse = [
+        sys.executable, "-m", "wsse", "--target", f"http://127.0.0.1:{app}",
+        "--listen", f"tcp:{port}:interface=127.0.0.1", "--force-fallback",
+    ]  # fmt: skip
+    with running([sys.executable, "-m", "tests.support.resume_app", str(app)], app):
+        context = browser.new_context()
+        page = context.new_page()
+        with running(wsse, port, log=tmp_path / "first.log"):
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.evaluate(
+                """() => new Promise(resolve => {
+                    window.events = [];
+                    const url = new URL("ws?count=0&rate=1", location.href);
+                    url.protocol = "ws:";
+                    window.first = new WebSocket(url.href);
+                    first.onopen = () => { events.push("open"); resolve(); };
+                    first.onerror = () => events.push("error");
+                    first.onclose = (e) => events.push(["close", e.code, e.wasClean]);
+                })"""
+            )
+        with running(wsse, port, log=tmp_path / "second.log"):
+            page.wait_for_function("events.length >= 3", timeout=20000)
+            assert page.evaluate("events") == ["open", "error", ["close", 1006, False]]
+            assert page.evaluate(
+                """() => new Promise(resolve => {
+                    const again = new WebSocket(first.url);
+                    again.onopen = () => again.send("c:1");
+                    again.onmessage = (e) => resolve([__wsse.transportOf(again), e.data]);
+                })"""
+            ) == ["fallback", "c:1"]
+        context.close()

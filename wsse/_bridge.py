@@ -1,0 +1,410 @@
+"""
+The fallback's server side: page sessions bridged to real WebSockets on the app.
+
+For a page whose WebSocket cannot get through, the shim opens one event stream
+(C{GET <base>events}) and sends frames by POST (C{POST <base>send}); for each
+of the page's sockets the bridge holds a real WebSocket to the app and turns
+its messages and close into events.  Every event is logged under an id until
+the page acknowledges it, so a stream that a gateway cuts resumes, with
+C{Last-Event-ID}, without a gap; the app's sockets wait for it through a grace
+period.  The page's pace holds the app back: a browser that reads slowly, or
+a page that does not acknowledge, pauses reading from the app's sockets.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from wsse import _logging, _protocol
+from wsse._eventstream import EventStream
+from wsse._forwarding import upstream_request_headers
+from wsse._sessions import FrameOutOfOrder, PageState, PageStore
+from wsse._settings import Settings
+from wsse._upstream import Handshake, UpstreamConnector, UpstreamSocket, close_like
+
+_log = Logger(observer=_logging.observer)
+
+# Unacknowledged event bytes past which the app's sockets are paused, and below
+# which they resume.
+_PAUSE_ABOVE = 4 * 1024 * 1024
+_RESUME_BELOW = 1024 * 1024
+
+# What a browser's own WebSocket handshake would carry from the page's request.
+_HANDSHAKE_HEADERS = frozenset(
+    {
+        b"host",
+        b"cookie",
+        b"authorization",
+        b"origin",
+        b"user-agent",
+        b"accept-language",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    }
+)
+
+
+def _mount_of(request: Request) -> bytes:
+    """The raw path wsse is mounted at, for a request to C{<mount>__wsse/<endpoint>}."""
+    path = request.path
+    # The last two segments are the endpoint directory and the endpoint.
+    cut = path.rindex(b"/", 0, path.rindex(b"/"))
+    return path[: cut + 1]
+
+
+def _plain(request: Request, code: int, message: bytes) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return message
+
+
+class Bridge(Resource):
+    """C{<mount>/__wsse/}: the event stream and the POST channel of every page session."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: IReactorTime,
+        connector: UpstreamConnector,
+        store: PageStore[PageSocket],
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.clock = clock
+        self.connector = connector
+        self.store = store
+        self.pages: dict[str, Page] = {}
+        self.putChild(_protocol.EVENTS_ENDPOINT, _Events(self))
+        self.putChild(_protocol.SEND_ENDPOINT, _Send(self))
+
+    def page_for(self, request: Request) -> Page | None:
+        session = request.getHeader(_protocol.SESSION_HEADER)
+        return self.pages.get(session.decode("ascii", "replace")) if session else None
+
+    def new_page(self) -> Page:
+        page = Page(self, self.store.create())
+        self.pages[page.state.id] = page
+        return page
+
+    def forget(self, page: Page) -> None:
+        self.pages.pop(page.state.id, None)
+        self.store.remove(page.state.id)
+
+    def close(self) -> None:
+        """Stopping: every page ends, its app sockets closed as going away."""
+        for page in list(self.pages.values()):
+            page.end("wsse is stopping", 1001)
+
+
+class _Events(Resource):
+    isLeaf = True
+
+    def __init__(self, bridge: Bridge) -> None:
+        super().__init__()
+        self._bridge = bridge
+
+    def render_GET(self, request: Request) -> bytes | int:
+        bridge = self._bridge
+        if request.getHeader(_protocol.SESSION_HEADER) is None:
+            page = bridge.new_page()
+            last_id = 0
+        else:
+            found = bridge.page_for(request)
+            if found is None:
+                return _plain(request, _protocol.SESSION_GONE, b"no such session\n")
+            page = found
+            try:
+                last_id = int(request.getHeader(_protocol.LAST_EVENT_ID_HEADER) or b"0")
+            except ValueError:
+                return _plain(request, 400, b"bad Last-Event-ID\n")
+        if not page.resumable_from(last_id):
+            page.end("the page asked to resume from an event no longer kept", 1006)
+            return _plain(request, _protocol.SESSION_GONE, b"the session could not resume\n")
+        stream = EventStream(
+            request, bridge.clock, bridge.settings.heartbeat, page.browser_pace, page.stream_lost
+        )
+        page.attach(stream, last_id)
+        return NOT_DONE_YET
+
+
+class _Send(Resource):
+    isLeaf = True
+
+    def __init__(self, bridge: Bridge) -> None:
+        super().__init__()
+        self._bridge = bridge
+
+    def render_POST(self, request: Request) -> bytes:
+        page = self._bridge.page_for(request)
+        if page is None:
+            return _plain(request, _protocol.SESSION_GONE, b"no such session\n")
+        content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip()
+        if content_type.lower() != _protocol.FRAMES_CONTENT_TYPE:
+            return _plain(request, 415, b"frames must be sent as application/x-wsse-frames\n")
+        ack = request.getHeader(_protocol.ACK_HEADER)
+        try:
+            frames = _protocol.parse_frames(request.content.read() if request.content else b"")
+            if ack:
+                page.acknowledge(int(ack))
+            page.apply(frames, request)
+        except (_protocol.MalformedFrames, ValueError) as e:
+            _log.warn("fallback frames refused: {why}", why=str(e))
+            return _plain(request, 400, b"malformed frames\n")
+        except FrameOutOfOrder as e:
+            _log.warn("fallback frames refused: {why}", why=str(e))
+            return _plain(request, 409, b"frames out of order\n")
+        request.setResponseCode(204)
+        return b""
+
+
+class Page:
+    """One page session at work: its stream, its sockets, its timers."""
+
+    def __init__(self, bridge: Bridge, state: PageState[PageSocket]) -> None:
+        self.bridge = bridge
+        self.state = state
+        self._stream: EventStream | None = None
+        self._grace: IDelayedCall | None = None
+        self._browser_slow = False
+        self._paused = False
+        self._ended = False
+
+    # The event stream.
+
+    def resumable_from(self, last_id: int) -> bool:
+        return self.state.events_after(last_id) is not None
+
+    def attach(self, stream: EventStream, last_id: int) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        old, self._stream = self._stream, stream
+        if old is not None:
+            old.close()  # a stream the browser has already given up on
+        if last_id == 0 and self.state.events_after(0) == []:
+            self.emit(
+                _protocol.EVENT_SESSION,
+                {"session": self.state.id, "heartbeat": int(self.bridge.settings.heartbeat * 1000)},
+            )
+            return
+        self.acknowledge(last_id)
+        for encoded in self.state.events_after(last_id) or []:
+            stream.send(encoded)
+
+    def stream_lost(self, stream: EventStream) -> None:
+        if stream is not self._stream:
+            return
+        self._stream = None
+        self.browser_pace(False)
+        self._grace = self.bridge.clock.callLater(self.bridge.settings.grace, self._grace_over)
+
+    def _grace_over(self) -> None:
+        self._grace = None
+        self.end("the page did not come back within the grace period", 1006)
+
+    def emit(self, name: bytes, data: object) -> None:
+        if self._ended:
+            return
+        encoded = self.state.append(name, data)
+        if self._stream is not None:
+            self._stream.send(encoded)
+        if self.state.unacknowledged > self.bridge.settings.replay_buffer:
+            self.end("the page fell behind by more than the replay buffer", 1006)
+        else:
+            self._update_pause()
+
+    def acknowledge(self, last_id: int) -> None:
+        self.state.acknowledge(last_id)
+        self._update_pause()
+
+    # Flow control: a slow browser, or a page that does not acknowledge, holds
+    # the app back instead of growing the log.
+
+    def browser_pace(self, slow: bool) -> None:
+        self._browser_slow = slow
+        self._update_pause()
+
+    def _update_pause(self) -> None:
+        backlog = self.state.unacknowledged
+        paused = self._browser_slow or backlog > _PAUSE_ABOVE or (
+            self._paused and backlog > _RESUME_BELOW
+        )
+        if paused != self._paused:
+            self._paused = paused
+            for socket in self.state.sockets.values():
+                socket.pace(paused)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    # Frames from the page.
+
+    def apply(self, frames: list[_protocol.Frame], request: Request) -> None:
+        for frame in frames:
+            if not self.state.accept(frame.seq):
+                continue  # a retried POST: applied before
+            if frame.kind == _protocol.FRAME_OPEN:
+                self._open(frame.socket, _protocol.parse_open(frame.payload), request)
+                continue
+            socket = self.state.sockets.get(frame.socket)
+            if socket is None:
+                continue  # closed meanwhile: what a native socket would drop too
+            if frame.kind == _protocol.FRAME_CLOSE:
+                socket.close_from_page(*_protocol.parse_close(frame.payload))
+            else:
+                socket.send(frame.payload, frame.kind == _protocol.FRAME_BINARY)
+
+    def _open(self, number: int, request_open: _protocol.OpenRequest, request: Request) -> None:
+        if number in self.state.sockets:
+            raise _protocol.MalformedFrames(f"socket {number} is already open")
+        socket = PageSocket(self, number)
+        self.state.sockets[number] = socket
+        mount = _mount_of(request)
+        url = request_open.url
+        if not url.startswith(mount) or any(c < 0x21 or c == 0x7F for c in url):
+            _log.warn("fallback socket refused: {url} is not a path under {mount}", url=url, mount=mount)
+            socket.fail()
+            return
+        path = self.bridge.settings.target.base_path + b"/" + url[len(mount) :]
+        headers = Headers()
+        for name, values in upstream_request_headers(request, self.bridge.settings).getAllRawHeaders():
+            if name.lower() in _HANDSHAKE_HEADERS:
+                headers.setRawHeaders(name, list(values))
+        socket.connect(Handshake.from_headers(path, headers, request_open.protocols))
+
+    def end(self, why: str, code: int) -> None:
+        """The session is over: every app socket closes (1006 drops it, as a vanished browser would)."""
+        if self._ended:
+            return
+        _log.info("fallback session ended: {why}", why=why)
+        self._ended = True
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        for socket in list(self.state.sockets.values()):
+            socket.abandon(code)
+        self.state.sockets.clear()
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.close()
+        self.bridge.forget(self)
+
+
+class PageSocket:
+    """One of a page's fallback sockets, and the real WebSocket to the app behind it."""
+
+    def __init__(self, page: Page, number: int) -> None:
+        self._page = page
+        self.number = number
+        self._app: UpstreamSocket | None = None
+        self._connecting: defer.Deferred[UpstreamSocket] | None = None
+        self._closed = False
+
+    def connect(self, handshake: Handshake) -> None:
+        self._connecting = self._page.bridge.connector.connect(handshake, self)
+        self._connecting.addCallbacks(self._dialled, self._not_dialled)
+
+    def _dialled(self, app: UpstreamSocket) -> None:
+        self._connecting = None
+        self._app = app
+
+    def _not_dialled(self, reason: Failure) -> None:
+        self._connecting = None
+        if not reason.check(defer.CancelledError, ConnectingCancelledError):
+            _log.warn("fallback socket: cannot connect to the app: {why}", why=reason.getErrorMessage())
+            self.fail()
+
+    def pace(self, paused: bool) -> None:
+        if self._app is not None and self._app.transport is not None:
+            producer = IPushProducer(self._app.transport)
+            producer.pauseProducing() if paused else producer.resumeProducing()
+
+    # From the page.
+
+    def send(self, payload: bytes, is_binary: bool) -> None:
+        app = self._app
+        if app is not None and app.opened and app.state == app.STATE_OPEN:
+            app.sendMessage(payload, is_binary)
+
+    def close_from_page(self, code: int | None, reason: str) -> None:
+        app = self._app
+        if app is not None and app.opened:
+            close_like(app, code if code is not None else 1005, reason)
+        else:
+            # Closed while connecting: as a native socket, it fails (1006).
+            self._abandon_app()
+            self.fail()
+
+    # From the app (SocketPeer).
+
+    def upstream_opened(self, socket: UpstreamSocket) -> None:
+        if self._closed:
+            socket.dropConnection(abort=True)
+            return
+        if self._page.paused:
+            self.pace(True)
+        self._page.emit(
+            _protocol.EVENT_OPEN,
+            {
+                "s": self.number,
+                "protocol": socket.websocket_protocol_in_use or "",
+                "extensions": "",
+            },
+        )
+
+    def upstream_message(self, payload: bytes, is_binary: bool) -> None:
+        if not self._closed:
+            self._page.emit(*_protocol.message_data(self.number, payload, is_binary))
+
+    def upstream_closing(self, code: int | None, reason: str) -> None:
+        pass  # the close event goes to the page once the closing handshake is over
+
+    def upstream_lost(self, code: int, reason: str) -> None:
+        self._app = None
+        self._finish(code, reason, clean=code != 1006)
+
+    def upstream_refused(self, status: int, reason: str) -> None:
+        self._app = None
+        _log.info("fallback socket: the app answered {status}", status=status)
+        self.fail()
+
+    # Ending.
+
+    def fail(self) -> None:
+        """The socket failed (refused, unreachable, or closed while connecting)."""
+        self._finish(1006, "", clean=False)
+
+    def _finish(self, code: int, reason: str, clean: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._page.state.sockets.pop(self.number, None)
+        self._page.emit(
+            _protocol.EVENT_CLOSE, {"s": self.number, "code": code, "reason": reason, "clean": clean}
+        )
+
+    def _abandon_app(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._app is not None:
+            self._app.dropConnection(abort=True)
+            self._app = None
+
+    def abandon(self, code: int) -> None:
+        """The page session ended: close the app's socket as the browser's going would."""
+        self._closed = True
+        app = self._app
+        if app is not None and app.opened and code != 1006:
+            close_like(app, code, "")
+        else:
+            self._abandon_app()

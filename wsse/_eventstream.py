@@ -1,0 +1,110 @@
+"""
+One open event-stream response, from its headers to its end.
+
+Long-lived responses need what a plain response does not: headers and a
+preamble written at once (so the browser and every intermediary see the
+stream start), heartbeats that keep idle-cutting gateways and HTTP/2's idle
+timer quiet, events written together when several come in one turn, and the
+browser's reading pace reported back so the bridge can hold the app back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from wsse import _protocol
+
+
+@implementer(IPushProducer)
+class EventStream:
+    """
+    @param pace: called with C{True} when the browser stops taking bytes as fast
+        as they come, and with C{False} when it catches up.
+    @param lost: called once when the browser's side of the stream is gone.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        clock: IReactorTime,
+        heartbeat: float,
+        pace: Callable[[bool], None],
+        lost: Callable[[EventStream], None],
+    ) -> None:
+        self._request = request
+        self._clock = clock
+        self._pace = pace
+        self._lost = lost
+        self._pending: list[bytes] = []
+        self._flush_call: IDelayedCall | None = None
+        self.open = True
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache, no-transform")
+        request.setHeader(b"x-accel-buffering", b"no")
+        no_delay = getattr(request.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
+        request.registerProducer(self, True)
+        request.notifyFinish().addBoth(self._finished)
+        request.write(_protocol.PREAMBLE)
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = clock
+        self._heartbeat.start(heartbeat, now=False)
+
+    def send(self, data: bytes) -> None:
+        """Queue an encoded event; everything queued in one turn goes out in one write."""
+        if not self.open:
+            return
+        self._pending.append(data)
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        if self.open and self._pending:
+            data, self._pending = b"".join(self._pending), []
+            self._request.write(data)
+
+    def _beat(self) -> None:
+        if self.open and not self._pending:
+            self._request.write(_protocol.HEARTBEAT)
+
+    def close(self) -> None:
+        """End the stream from this side (a newer stream replaced it, or the page ended)."""
+        if not self.open:
+            return
+        self._flush()
+        self._stop()
+        self._request.unregisterProducer()
+        self._request.finish()
+
+    def _stop(self) -> None:
+        self.open = False
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush_call = None
+        self._pending = []
+
+    def _finished(self, result: object) -> None:
+        if isinstance(result, Failure) and self.open:
+            self._stop()
+            self._lost(self)
+
+    # IPushProducer: twisted.web calls these as the browser's connection fills and drains.
+
+    def pauseProducing(self) -> None:
+        self._pace(True)
+
+    def resumeProducing(self) -> None:
+        self._pace(False)
+
+    def stopProducing(self) -> None:
+        pass  # the connection is going away; notifyFinish reports it
