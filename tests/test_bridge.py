@@ -48,6 +48,36 @@ class Sockets(BridgeTestCase):
             self.assertEqual(event.name, "binary")
             self.assertEqual(base64.b64decode(event.data["d"]), payload)
 
+    async def test_the_server_says_which_frames_it_applied_before_their_echo(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        await page.post([(TEXT, 1, b"one"), (TEXT, 1, b"two")])
+        echo = await page.next_for(1)
+        self.assertEqual(echo.data["d"], "one")
+        sent = next(e for e in page.order if e.name == "sent" and e.data["seq"] == page.seq - 1)
+        self.assertLess(page.order.index(sent), page.order.index(echo))
+
+    async def test_a_message_sent_in_parts_reaches_the_app_as_one_message(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        text = "é" * 1000  # parts split in the middle of a character
+        data = text.encode()
+        await page.post(
+            [
+                (_protocol.FRAME_TEXT_PART, 1, data[:999]),
+                (_protocol.FRAME_TEXT_PART, 1, data[999:1500]),
+            ]
+        )
+        await page.post([(TEXT, 1, data[1500:])])
+        self.assertEqual((await page.next_for(1)).data["d"], text)
+        payload = bytes(range(256)) * 4000
+        await page.post(
+            [(_protocol.FRAME_BINARY_PART, 1, payload[:500_000]), (BINARY, 1, payload[500_000:])]
+        )
+        self.assertEqual(base64.b64decode((await page.next_for(1)).data["d"]), payload)
+        await page.post([(TEXT, 1, b"whole again")])
+        self.assertEqual((await page.next_for(1)).data["d"], "whole again")
+
     async def test_frames_in_one_post_arrive_in_order(self) -> None:
         page = await self.page()
         await page.open(1, "/ws/echo")
@@ -125,7 +155,12 @@ class Sockets(BridgeTestCase):
         self.assertEqual(await app_closed, (True, None, None))
 
     async def test_the_app_s_close_code_reaches_the_page(self) -> None:
-        for code, reason in [(1000, "bye"), (1001, "restarting"), (1011, "oops"), (4001, "app-bye")]:
+        for code, reason in [
+            (1000, "bye"),
+            (1001, "restarting"),
+            (1011, "oops"),
+            (4001, "app-bye"),
+        ]:
             page = await self.page()
             await page.open(1, "/ws/echo")
             await page.post([(TEXT, 1, f"!close {code} {reason}".encode())])
@@ -160,11 +195,18 @@ class Channel(BridgeTestCase):
 
     async def test_malformed_frames_are_refused(self) -> None:
         page = await self.page()
-        for body in [b"", b"\x00" * 8 + b"\x09", b"\x00" * 8 + b"\x02\x00\x00\x00\x01\x00\x00\x00\x09ab"]:
+        for body in [
+            b"",
+            b"\x00" * 8 + b"\x09",
+            b"\x00" * 8 + b"\x02\x00\x00\x00\x01\x00\x00\x00\x09ab",
+        ]:
             response = await page.http.post(
                 page.base + "send",
                 data=body,
-                headers={b"Content-Type": [_protocol.FRAMES_CONTENT_TYPE], _protocol.SESSION_HEADER: [page.session.encode()]},
+                headers={
+                    b"Content-Type": [_protocol.FRAMES_CONTENT_TYPE],
+                    _protocol.SESSION_HEADER: [page.session.encode()],
+                },
             )
             await response.content()
             self.assertEqual(response.code, 400)
@@ -174,7 +216,10 @@ class Channel(BridgeTestCase):
         response = await page.http.post(
             page.base + "send",
             data=_protocol.encode_frames(0, []),
-            headers={b"Content-Type": [b"text/plain"], _protocol.SESSION_HEADER: [page.session.encode()]},
+            headers={
+                b"Content-Type": [b"text/plain"],
+                _protocol.SESSION_HEADER: [page.session.encode()],
+            },
         )
         await response.content()
         self.assertEqual(response.code, 415)
@@ -261,3 +306,19 @@ class ReplayBuffer(BridgeTestCase):
         await page.post([(BINARY, 1, b"x" * 65536) for _ in range(8)])
         self.assertEqual((await app_closed)[1], 1006)
         self.assertEqual(await page.connect(), 410)
+
+
+class MessageLimit(BridgeTestCase):
+    overrides = {"heartbeat": 0.2, "max_message_size": 100_000}
+
+    async def test_a_message_over_the_limit_closes_the_socket_with_1009(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        app_closed = self.ws.next_close()
+        part = b"x" * 60_000
+        await page.post(
+            [(_protocol.FRAME_BINARY_PART, 1, part), (_protocol.FRAME_BINARY_PART, 1, part)]
+        )
+        self.assertEqual((await app_closed)[1], 1009)
+        closed = await page.next_for(1)
+        self.assertEqual((closed.name, closed.data["code"]), ("close", 1009))

@@ -58,8 +58,6 @@ def wsse_port() -> Iterator[int]:
                 "--listen",
                 f"tcp:{port}:interface=127.0.0.1",
                 "--force-fallback",
-                "--log-level",
-                "warning",
             ],
             port,
             log=ARTIFACTS / "wsse.log",
@@ -117,10 +115,20 @@ def test_10000_messages_each_way_through_a_gateway_cutting_every_10_seconds(
     print(f"{cuts} connections cut during the run")
     assert cuts >= 4
     check(result, count)
-    # The page batched its frames: far fewer POSTs than messages.
     posts = (ARTIFACTS / "wsse.log").read_text().count('"POST /__wsse/send ')
-    print(f"{count} messages in {posts} POSTs")
-    assert 0 < posts < count / 5
+    print(f"{count} messages each way, {posts} POSTs")
+
+
+def test_a_burst_of_sends_goes_in_few_posts_in_order(browser: Browser, wsse_port: int) -> None:
+    """One POST in flight at a time, carrying whatever queued meanwhile."""
+    count = 5_000
+    log = ARTIFACTS / "wsse.log"
+    before = log.read_text().count('"POST /__wsse/send ')
+    result = run(browser, wsse_port, count, per_second=count * 50, name="burst")
+    posts = log.read_text().count('"POST /__wsse/send ') - before
+    print(f"{count} messages sent at once went in {posts} POSTs")
+    check(result, count)
+    assert posts < count / 20
 
 
 def test_connections_reset_every_2_seconds(browser: Browser, wsse_port: int) -> None:
@@ -169,4 +177,34 @@ def test_a_session_the_server_no_longer_holds_closes_the_page_s_sockets(
                     again.onmessage = (e) => resolve([__wsse.transportOf(again), e.data]);
                 })"""
             ) == ["fallback", "c:1"]
+        context.close()
+
+
+def test_a_page_that_cannot_reach_wsse_fails_its_sockets_after_the_grace_period(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """wsse is gone for good: past its grace period, the page's socket fails as native would."""
+    app, port = free_port(), free_port()
+    wsse = [
+        sys.executable, "-m", "wsse", "--target", f"http://127.0.0.1:{app}",
+        "--listen", f"tcp:{port}:interface=127.0.0.1", "--force-fallback", "--grace", "2",
+    ]  # fmt: skip
+    with running([sys.executable, "-m", "tests.support.resume_app", str(app)], app):
+        context = browser.new_context()
+        page = context.new_page()
+        with running(wsse, port, log=tmp_path / "wsse.log"):
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.evaluate(
+                """() => new Promise(resolve => {
+                    window.events = [];
+                    const url = new URL("ws?count=0&rate=1", location.href);
+                    url.protocol = "ws:";
+                    const ws = new WebSocket(url.href);
+                    ws.onopen = () => { events.push("open"); resolve(); };
+                    ws.onerror = () => events.push("error");
+                    ws.onclose = (e) => events.push(["close", e.code, e.wasClean]);
+                })"""
+            )
+        page.wait_for_function("events.length >= 3", timeout=30000)
+        assert page.evaluate("events") == ["open", "error", ["close", 1006, False]]
         context.close()

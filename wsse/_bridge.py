@@ -193,7 +193,11 @@ class Page:
         if last_id == 0 and self.state.events_after(0) == []:
             self.emit(
                 _protocol.EVENT_SESSION,
-                {"session": self.state.id, "heartbeat": int(self.bridge.settings.heartbeat * 1000)},
+                {
+                    "session": self.state.id,
+                    "heartbeat": round(self.bridge.settings.heartbeat * 1000),
+                    "grace": round(self.bridge.settings.grace * 1000),
+                },
             )
             return
         self.acknowledge(last_id)
@@ -250,6 +254,9 @@ class Page:
     # Frames from the page.
 
     def apply(self, frames: list[_protocol.Frame], request: Request) -> None:
+        if frames:
+            # Logged before anything the frames cause: the app answers later.
+            self.emit(_protocol.EVENT_SENT, {"seq": frames[-1].seq})
         for frame in frames:
             if not self.state.accept(frame.seq):
                 continue  # a retried POST: applied before
@@ -262,7 +269,7 @@ class Page:
             if frame.kind == _protocol.FRAME_CLOSE:
                 socket.close_from_page(*_protocol.parse_close(frame.payload))
             else:
-                socket.send(frame.payload, frame.kind == _protocol.FRAME_BINARY)
+                socket.send(frame.payload, frame.kind)
 
     def _open(self, number: int, request_open: _protocol.OpenRequest, request: Request) -> None:
         if number in self.state.sockets:
@@ -309,6 +316,7 @@ class PageSocket:
         self._app: UpstreamSocket | None = None
         self._connecting: defer.Deferred[UpstreamSocket] | None = None
         self._closed = False
+        self._message_size: int | None = None  # while a message comes in parts
 
     def connect(self, handshake: Handshake) -> None:
         self._connecting = self._page.bridge.connector.connect(handshake, self)
@@ -331,10 +339,27 @@ class PageSocket:
 
     # From the page.
 
-    def send(self, payload: bytes, is_binary: bool) -> None:
+    def send(self, payload: bytes, kind: int) -> None:
+        """A message, or a part of one, on to the app: parts go as frames of one message."""
         app = self._app
-        if app is not None and app.opened and app.state == app.STATE_OPEN:
-            app.sendMessage(payload, is_binary)
+        if app is None or not app.opened or app.state != app.STATE_OPEN:
+            return
+        final = kind in (_protocol.FRAME_TEXT, _protocol.FRAME_BINARY)
+        if self._message_size is None:
+            if final:
+                app.sendMessage(payload, kind == _protocol.FRAME_BINARY)
+                return
+            app.beginMessage(isBinary=kind == _protocol.FRAME_BINARY_PART)
+            self._message_size = 0
+        self._message_size += len(payload)
+        if self._message_size > self._page.bridge.settings.max_message_size:
+            self._message_size = None
+            close_like(app, 1009, "message too big")
+            return
+        app.sendMessageFrame(payload)
+        if final:
+            self._message_size = None
+            app.endMessage()
 
     def close_from_page(self, code: int | None, reason: str) -> None:
         app = self._app

@@ -7,6 +7,7 @@ to standard output at C{--log-level}, stopped by Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import io
 import sys
 
 from twisted.logger import (
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     options = tap.Options()
     options.parseOptions(sys.argv[1:] if argv is None else argv)
     level = _logging.LEVELS[options["log-level"].lower()]
+    # Each line as it is logged, even into a pipe or a file (a journal, "> log").
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stdout), [LogLevelFilterPredicate(level)])],
         redirectStandardIO=False,

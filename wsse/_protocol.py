@@ -64,17 +64,28 @@ FRAMES_CONTENT_TYPE = b"application/x-wsse-frames"
 SESSION_GONE = 410
 
 # Event names.
-EVENT_SESSION = b"session"  # {"session": id, "heartbeat": ms}
+EVENT_SESSION = b"session"  # {"session": id, "heartbeat": ms, "grace": ms}
 EVENT_OPEN = b"open"  # {"s": socket, "protocol": str, "extensions": str}
 EVENT_TEXT = b"text"  # {"s": socket, "d": str}
 EVENT_BINARY = b"binary"  # {"s": socket, "d": base64 str}
 EVENT_CLOSE = b"close"  # {"s": socket, "code": int, "reason": str, "clean": bool}
+# Frames up to this sequence number are applied: sent on the stream before any
+# event they cause, so a page's bufferedAmount is down before an echo arrives.
+EVENT_SENT = b"sent"  # {"seq": int}
 
 # Frame types.
 FRAME_OPEN = 1  # payload: JSON {"url": path and query, "protocols": [str]}
 FRAME_TEXT = 2  # payload: UTF-8
 FRAME_BINARY = 3  # payload: bytes
 FRAME_CLOSE = 4  # payload: empty, or a 2-byte code and a UTF-8 reason
+# Parts of a message sent in several frames, each followed by more parts and
+# then a FRAME_TEXT or FRAME_BINARY with the last part.  Gateways limit the
+# size of a request body (nginx: 1 MiB by default), so the shim never sends a
+# POST body over BATCH_LIMIT, nor a frame payload over PART_LIMIT.
+FRAME_TEXT_PART = 5
+FRAME_BINARY_PART = 6
+PART_LIMIT = 240 * 1024
+BATCH_LIMIT = 256 * 1024
 
 # Sent first on every stream: 2 KiB of comment, so that intermediaries which
 # hold a response until they have a buffer's worth pass the stream on at once.
@@ -122,7 +133,7 @@ def parse_frames(body: bytes) -> list[Frame]:
             raise MalformedFrames("a frame header is cut short")
         kind, socket, length = _FRAME_HEAD.unpack_from(body, offset)
         offset += _FRAME_HEAD.size
-        if kind not in (FRAME_OPEN, FRAME_TEXT, FRAME_BINARY, FRAME_CLOSE):
+        if not FRAME_OPEN <= kind <= FRAME_BINARY_PART:
             raise MalformedFrames(f"unknown frame type {kind}")
         if len(body) - offset < length:
             raise MalformedFrames("a frame is cut short")

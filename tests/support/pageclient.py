@@ -51,7 +51,9 @@ class SSEParser:
                 fields[name] = value
             if b"event" in fields:
                 events.append(
-                    Event(int(fields[b"id"]), fields[b"event"].decode(), json.loads(fields[b"data"]))
+                    Event(
+                        int(fields[b"id"]), fields[b"event"].decode(), json.loads(fields[b"data"])
+                    )
                 )
         return events
 
@@ -104,6 +106,8 @@ class PageClient:
         self.last_id = 0
         self.seq = 0
         self.events: defer.DeferredQueue[Event] = defer.DeferredQueue()
+        self.applied: list[int] = []  # the "sent" events: frames the server applied
+        self.order: list[Event] = []  # every event, in the order it came
         self.stream: _Stream | None = None
         self.headers = {b"Origin": [b"http://page.example"], b"User-Agent": [b"PageClient/1.0"]}
 
@@ -129,7 +133,11 @@ class PageClient:
             if event.id <= self.last_id:
                 continue  # a replayed event the page already has
             self.last_id = event.id
-            self.events.put(event)
+            self.order.append(event)
+            if event.name == "sent":
+                self.applied.append(event.data["seq"])
+            else:
+                self.events.put(event)
 
     async def drop_stream(self) -> None:
         """Cut the event stream, as a gateway would, and wait until it is gone."""

@@ -147,7 +147,8 @@
 
   function checkClose(code, reason) {
     if (code !== undefined) {
-      code = Number(code) & 0xffff;
+      /* WebIDL [Clamp] unsigned short, as the native close() converts it */
+      code = Math.min(Math.max(Math.round(Number(code)) || 0, 0), 65535);
       if (code !== 1000 && (code < 3000 || code > 4999)) {
         throw domError("Failed to execute 'close' on 'WebSocket': The close code must be either 1000, or between 3000 and 4999. " +
           code + " is neither.", "InvalidAccessError");
@@ -307,6 +308,11 @@
   /* ---- The fallback transport -------------------------------------------- */
 
   var FRAME_OPEN = 1, FRAME_TEXT = 2, FRAME_BINARY = 3, FRAME_CLOSE = 4;
+  var FRAME_TEXT_PART = 5, FRAME_BINARY_PART = 6;
+  /* Gateways limit request bodies (nginx: 1 MiB by default): a message goes
+   * in parts of at most PART_BYTES, and a POST carries at most BATCH_BYTES. */
+  var PART_BYTES = 240 * 1024;
+  var BATCH_BYTES = 256 * 1024;
 
   function FallbackTransport(owner, state, path, afterProbe) {
     this.kind = "fallback";
@@ -359,7 +365,11 @@
       if (this.readyState !== OPEN) {
         return; /* as native: counted, never sent */
       }
-      this.session.enqueue(kind, this, payload, size);
+      var partKind = kind === FRAME_TEXT ? FRAME_TEXT_PART : FRAME_BINARY_PART;
+      for (var start = 0; size - start > PART_BYTES; start += PART_BYTES) {
+        this.session.enqueue(partKind, this, payload.slice(start, start + PART_BYTES), PART_BYTES);
+      }
+      this.session.enqueue(kind, this, start ? payload.slice(start) : payload, size - start);
     },
 
     close: function (code, reason) {
@@ -440,7 +450,6 @@
   var ACK_HEADER = "X-WSSE-Ack";
   var FRAMES_TYPE = "application/x-wsse-frames";
   var SESSION_GONE = 410;
-  var BATCH_BYTES = 1024 * 1024;
   var ACK_EVERY = 64;
   var ACK_AFTER_MS = 1000;
   var IDLE_END_MS = 5000;
@@ -468,6 +477,8 @@
     this.retryMs = 0;
     this.streamRetryMs = 0;
     this.watchdogMs = 15000;
+    this.graceMs = 30000;
+    this.downSince = Date.now();
     this.lastBytesAt = 0;
     this.controller = null;
     this.ackTimer = null;
@@ -530,11 +541,20 @@
         if (!response.ok || !response.body) {
           throw new Error("event stream answered " + response.status);
         }
+        session.downSince = null;
         return session.read(response.body.getReader());
       }).catch(function () {
         /* a dropped stream: resumed below */
       }).then(function () {
         clearInterval(watchdog);
+        if (session.downSince === null) {
+          session.downSince = Date.now();
+        }
+        if (!session.ended && Date.now() - session.downSince > session.graceMs) {
+          /* wsse has been out of reach past the grace period: it has let the
+           * app's sockets go, so the page's sockets fail too. */
+          session.fail();
+        }
         if (!session.ended) {
           session.streamRetryMs = Math.min(Math.max(session.streamRetryMs * 2, 100), 5000);
           setTimeout(function () {
@@ -591,9 +611,12 @@
       this.lastEventId = id;
       this.streamRetryMs = 0;
       var fields = JSON.parse(data);
-      if (name === "session") {
+      if (name === "sent") {
+        this.accepted(fields.seq);
+      } else if (name === "session") {
         this.id = fields.session;
         this.watchdogMs = Math.max(3 * fields.heartbeat, 3000);
+        this.graceMs = fields.grace;
       } else {
         var transport = this.sockets[fields.s];
         if (transport) {
@@ -626,6 +649,17 @@
         size: size
       });
       this.post();
+    },
+
+    /* The server holds every frame up to seq: they no longer count as buffered. */
+    accepted: function (seq) {
+      for (var i = 0; i < this.queue.length && this.queue[i].seq <= seq; i++) {
+        var frame = this.queue[i];
+        if (!frame.accepted) {
+          frame.accepted = true;
+          frame.transport.sent(frame.size);
+        }
+      }
     },
 
     ackDue: function () {
@@ -663,9 +697,7 @@
           }
           session.retryMs = 0;
           session.ackedEventId = Math.max(session.ackedEventId, ack);
-          batch.frames.forEach(function (frame) {
-            frame.transport.sent(frame.size);
-          });
+          session.accepted(batch.frames.length ? batch.frames[batch.frames.length - 1].seq : -1);
           session.queue.splice(0, batch.frames.length);
         });
       }).catch(function () {
@@ -681,10 +713,14 @@
     batch: function () {
       var frames = [];
       var bytes = 8;
-      for (var i = 0; i < this.queue.length && (frames.length === 0 || bytes < BATCH_BYTES); i++) {
+      for (var i = 0; i < this.queue.length; i++) {
         var frame = this.queue[i];
+        var length = 9 + (frame.payload instanceof Blob ? frame.payload.size : frame.payload.length);
+        if (bytes + length > BATCH_BYTES) {
+          break;
+        }
         frames.push(frame);
-        bytes += 9 + (frame.payload.size !== undefined ? frame.payload.size : frame.payload.length);
+        bytes += length;
       }
       /* Blobs are read in order, before the batch is built. */
       return Promise.all(frames.map(function (frame) {
