@@ -67,7 +67,10 @@ class Embedded(TestCase):
         response = await http(
             self.port, target=b"/app/deep/page", headers=[(b"Sec-Fetch-Dest", b"document")]
         )
-        self.assertIn(b'data-wsse="path=/app/deep/page&amp;base=../../app/__wsse/&amp;probe=3000"', response.body)
+        self.assertIn(
+            b'data-wsse="path=/app/deep/page&amp;base=../../app/__wsse/&amp;probe=3000"',
+            response.body,
+        )
 
     async def test_app_redirects_come_back_under_the_mount(self) -> None:
         origin = b"http://127.0.0.1:%d" % self.app_port.getHost().port

@@ -450,7 +450,9 @@ class Injection(ProxyTestCase):
         response = await http(
             self.port, target=b"/page", headers=[(b"Sec-Fetch-Dest", b"document")]
         )
-        self.assertIn(b'<head><script data-wsse="path=/page&amp;base=__wsse/&amp;probe=3000">', response.body)
+        self.assertIn(
+            b'<head><script data-wsse="path=/page&amp;base=__wsse/&amp;probe=3000">', response.body
+        )
         self.assertIn(b"var page = 1;", response.body)
         self.assertTrue(response.chunked)
         self.assertEqual(response.header(b"content-length"), [])

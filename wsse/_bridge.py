@@ -7,20 +7,23 @@ of the page's sockets the bridge holds a real WebSocket to the app and turns
 its messages and close into events.  Every event is logged under an id until
 the page acknowledges it, so a stream that a gateway cuts resumes, with
 C{Last-Event-ID}, without a gap; the app's sockets wait for it through a grace
-period.  The page's pace holds the app back: a browser that reads slowly, or
-a page that does not acknowledge, pauses reading from the app's sockets.
+period.  Each side's pace holds the other back: a browser that reads slowly,
+or a page that does not acknowledge, pauses reading from the app's sockets,
+and an app that reads slowly delays the answer to the page's POST, of which
+the page keeps only one in flight.
 """
 
 from __future__ import annotations
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectingCancelledError
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
 from wsse import _logging, _protocol
 from wsse._eventstream import EventStream
@@ -51,6 +54,13 @@ _HANDSHAKE_HEADERS = frozenset(
     }
 )
 
+_MESSAGE_KINDS = {
+    _protocol.FRAME_TEXT: (False, True),  # (binary, final)
+    _protocol.FRAME_BINARY: (True, True),
+    _protocol.FRAME_TEXT_PART: (False, False),
+    _protocol.FRAME_BINARY_PART: (True, False),
+}
+
 
 def _mount_of(request: Request) -> bytes:
     """The raw path wsse is mounted at, for a request to C{<mount>__wsse/<endpoint>}."""
@@ -75,33 +85,35 @@ class Bridge(Resource):
         settings: Settings,
         clock: IReactorTime,
         connector: UpstreamConnector,
-        store: PageStore[PageSocket],
+        store: PageStore,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.clock = clock
         self.connector = connector
         self.store = store
-        self.pages: dict[str, Page] = {}
+        self._pages: dict[str, Page] = {}
         self.putChild(_protocol.EVENTS_ENDPOINT, _Events(self))
         self.putChild(_protocol.SEND_ENDPOINT, _Send(self))
 
     def page_for(self, request: Request) -> Page | None:
+        """The page session a request names, if this process holds it."""
         session = request.getHeader(_protocol.SESSION_HEADER)
-        return self.pages.get(session.decode("ascii", "replace")) if session else None
+        state = self.store.get(session.decode("ascii", "replace")) if session else None
+        return self._pages.get(state.id) if state is not None else None
 
     def new_page(self) -> Page:
         page = Page(self, self.store.create())
-        self.pages[page.state.id] = page
+        self._pages[page.state.id] = page
         return page
 
     def forget(self, page: Page) -> None:
-        self.pages.pop(page.state.id, None)
+        self._pages.pop(page.state.id, None)
         self.store.remove(page.state.id)
 
     def close(self) -> None:
         """Stopping: every page ends, its app sockets closed as going away."""
-        for page in list(self.pages.values()):
+        for page in list(self._pages.values()):
             page.end("wsse is stopping", 1001)
 
 
@@ -138,45 +150,55 @@ class _Events(Resource):
 
 class _Send(Resource):
     isLeaf = True
+    # The shim never sends more in one POST (wsse._request_body refuses a
+    # longer body as soon as its headers are in).
+    max_request_body = _protocol.BATCH_LIMIT
 
     def __init__(self, bridge: Bridge) -> None:
         super().__init__()
         self._bridge = bridge
 
-    def render_POST(self, request: Request) -> bytes:
+    def render_POST(self, request: Request) -> bytes | int:
         page = self._bridge.page_for(request)
         if page is None:
             return _plain(request, _protocol.SESSION_GONE, b"no such session\n")
         content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip()
         if content_type.lower() != _protocol.FRAMES_CONTENT_TYPE:
             return _plain(request, 415, b"frames must be sent as application/x-wsse-frames\n")
-        ack = request.getHeader(_protocol.ACK_HEADER)
+        body = request.content.read(self.max_request_body + 1) if request.content else b""
+        if len(body) > self.max_request_body:
+            return _plain(request, 413, b"too many frames in one request\n")
         try:
-            frames = _protocol.parse_frames(request.content.read() if request.content else b"")
+            frames = _protocol.parse_frames(body)
+            ack = request.getHeader(_protocol.ACK_HEADER)
             if ack:
                 page.acknowledge(int(ack))
             page.apply(frames, request)
-        except (_protocol.MalformedFrames, ValueError) as e:
+        except (_protocol.MalformedFrames, ValueError, FrameOutOfOrder) as e:
             _log.warn("fallback frames refused: {why}", why=str(e))
-            return _plain(request, 400, b"malformed frames\n")
-        except FrameOutOfOrder as e:
-            _log.warn("fallback frames refused: {why}", why=str(e))
-            return _plain(request, 409, b"frames out of order\n")
-        request.setResponseCode(204)
-        return b""
+            # The page's channel is broken beyond repair: it fails its sockets.
+            page.end("the page sent frames it should not have", 1006)
+            code = 409 if isinstance(e, FrameOutOfOrder) else 400
+            return _plain(request, code, b"frames refused\n")
+        # Answered once the app takes what it was sent: the page keeps one POST
+        # in flight, so a slow app holds it back.
+        page.when_drained(request)
+        return NOT_DONE_YET
 
 
 class Page:
     """One page session at work: its stream, its sockets, its timers."""
 
-    def __init__(self, bridge: Bridge, state: PageState[PageSocket]) -> None:
+    def __init__(self, bridge: Bridge, state: PageState) -> None:
         self.bridge = bridge
         self.state = state
+        self.sockets: dict[int, PageSocket] = {}
         self._stream: EventStream | None = None
         self._grace: IDelayedCall | None = None
         self._browser_slow = False
         self._paused = False
-        self._ended = False
+        self._waiting: list[Request] = []
+        self.ended = False
 
     # The event stream.
 
@@ -190,6 +212,7 @@ class Page:
         old, self._stream = self._stream, stream
         if old is not None:
             old.close()  # a stream the browser has already given up on
+            self.browser_pace(False)  # that stream's pace no longer counts
         if last_id == 0 and self.state.events_after(0) == []:
             self.emit(
                 _protocol.EVENT_SESSION,
@@ -201,7 +224,13 @@ class Page:
             )
             return
         self.acknowledge(last_id)
-        for encoded in self.state.events_after(last_id) or []:
+        replay = self.state.events_after(last_id) or []
+        _log.info(
+            "fallback event stream resumed after event {last_id}, {count} events replayed",
+            last_id=last_id,
+            count=len(replay),
+        )
+        for encoded in replay:
             stream.send(encoded)
 
     def stream_lost(self, stream: EventStream) -> None:
@@ -216,7 +245,7 @@ class Page:
         self.end("the page did not come back within the grace period", 1006)
 
     def emit(self, name: bytes, data: object) -> None:
-        if self._ended:
+        if self.ended:
             return
         encoded = self.state.append(name, data)
         if self._stream is not None:
@@ -230,8 +259,8 @@ class Page:
         self.state.acknowledge(last_id)
         self._update_pause()
 
-    # Flow control: a slow browser, or a page that does not acknowledge, holds
-    # the app back instead of growing the log.
+    # Flow control, from the app to the page: a slow browser, or a page that
+    # does not acknowledge, holds the app back instead of growing the log.
 
     def browser_pace(self, slow: bool) -> None:
         self._browser_slow = slow
@@ -239,76 +268,145 @@ class Page:
 
     def _update_pause(self) -> None:
         backlog = self.state.unacknowledged
-        paused = self._browser_slow or backlog > _PAUSE_ABOVE or (
-            self._paused and backlog > _RESUME_BELOW
+        paused = (
+            self._browser_slow
+            or backlog > _PAUSE_ABOVE
+            or (self._paused and backlog > _RESUME_BELOW)
         )
         if paused != self._paused:
             self._paused = paused
-            for socket in self.state.sockets.values():
+            for socket in self.sockets.values():
                 socket.pace(paused)
 
     @property
     def paused(self) -> bool:
         return self._paused
 
+    # Flow control, from the page to the app.
+
+    def when_drained(self, request: Request) -> None:
+        """Answer the page's POST now, or once every app socket has taken its bytes."""
+        if any(socket.congested for socket in self.sockets.values()):
+            self._waiting.append(request)
+            request.notifyFinish().addErrback(lambda _: self._forget_waiting(request))
+        else:
+            _answer(request)
+
+    def _forget_waiting(self, request: Request) -> None:
+        if request in self._waiting:
+            self._waiting.remove(request)
+
+    def drained(self) -> None:
+        if not any(socket.congested for socket in self.sockets.values()):
+            waiting, self._waiting = self._waiting, []
+            for request in waiting:
+                _answer(request)
+
     # Frames from the page.
 
     def apply(self, frames: list[_protocol.Frame], request: Request) -> None:
-        if frames:
-            # Logged before anything the frames cause: the app answers later.
-            self.emit(_protocol.EVENT_SENT, {"seq": frames[-1].seq})
-        for frame in frames:
-            if not self.state.accept(frame.seq):
-                continue  # a retried POST: applied before
+        """Apply the frames not applied before, after checking all of them."""
+        fresh = [frame for frame in frames if frame.seq >= self.state.expected_seq]
+        opens = self._check(fresh)
+        for frame in fresh:
+            if self.ended:
+                return
+            self.state.accept(frame.seq)
             if frame.kind == _protocol.FRAME_OPEN:
-                self._open(frame.socket, _protocol.parse_open(frame.payload), request)
+                self._open(frame.socket, opens[frame.seq], request)
                 continue
-            socket = self.state.sockets.get(frame.socket)
+            socket = self.sockets.get(frame.socket)
             if socket is None:
                 continue  # closed meanwhile: what a native socket would drop too
             if frame.kind == _protocol.FRAME_CLOSE:
                 socket.close_from_page(*_protocol.parse_close(frame.payload))
+            elif frame.kind == _protocol.FRAME_ABORT:
+                socket.abort_from_page()
             else:
-                socket.send(frame.payload, frame.kind)
+                socket.send(frame.payload, *_MESSAGE_KINDS[frame.kind])
+        if fresh:
+            # After the frames, before anything the app answers (in a later turn).
+            self.emit(_protocol.EVENT_SENT, {"seq": fresh[-1].seq})
+
+    def _check(self, frames: list[_protocol.Frame]) -> dict[int, _protocol.OpenRequest]:
+        """Refuse a batch that is out of order or malformed before any of it is applied."""
+        if frames and frames[0].seq != self.state.expected_seq:
+            raise FrameOutOfOrder(
+                f"frame {frames[0].seq} arrived before frame {self.state.expected_seq}"
+            )
+        opens = {}
+        numbers = set(self.state.sockets)
+        for frame in frames:
+            if frame.kind == _protocol.FRAME_OPEN:
+                if frame.socket in numbers:
+                    raise _protocol.MalformedFrames(f"socket {frame.socket} is already open")
+                numbers.add(frame.socket)
+                opens[frame.seq] = _protocol.parse_open(frame.payload)
+            elif frame.kind == _protocol.FRAME_CLOSE:
+                _protocol.parse_close(frame.payload)
+        return opens
 
     def _open(self, number: int, request_open: _protocol.OpenRequest, request: Request) -> None:
-        if number in self.state.sockets:
-            raise _protocol.MalformedFrames(f"socket {number} is already open")
         socket = PageSocket(self, number)
-        self.state.sockets[number] = socket
+        self.sockets[number] = socket
+        self.state.sockets.add(number)
         mount = _mount_of(request)
         url = request_open.url
         if not url.startswith(mount) or any(c < 0x21 or c == 0x7F for c in url):
-            _log.warn("fallback socket refused: {url} is not a path under {mount}", url=url, mount=mount)
+            _log.warn(
+                "fallback socket refused: {url} is not a path under {mount}", url=url, mount=mount
+            )
             socket.fail()
             return
         path = self.bridge.settings.target.base_path + b"/" + url[len(mount) :]
         headers = Headers()
-        for name, values in upstream_request_headers(request, self.bridge.settings).getAllRawHeaders():
+        for name, values in upstream_request_headers(
+            request, self.bridge.settings
+        ).getAllRawHeaders():
             if name.lower() in _HANDSHAKE_HEADERS:
                 headers.setRawHeaders(name, list(values))
         socket.connect(Handshake.from_headers(path, headers, request_open.protocols))
 
+    def forget_socket(self, number: int) -> None:
+        self.sockets.pop(number, None)
+        self.state.sockets.discard(number)
+        self.drained()
+
     def end(self, why: str, code: int) -> None:
         """The session is over: every app socket closes (1006 drops it, as a vanished browser would)."""
-        if self._ended:
+        if self.ended:
             return
         _log.info("fallback session ended: {why}", why=why)
-        self._ended = True
+        self.ended = True
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
-        for socket in list(self.state.sockets.values()):
+        for socket in list(self.sockets.values()):
             socket.abandon(code)
+        self.sockets.clear()
         self.state.sockets.clear()
+        waiting, self._waiting = self._waiting, []
+        for request in waiting:
+            _answer(request)
         if self._stream is not None:
             stream, self._stream = self._stream, None
             stream.close()
         self.bridge.forget(self)
 
 
+def _answer(request: Request) -> None:
+    request.setResponseCode(204)
+    request.finish()
+
+
+@implementer(IPushProducer)
 class PageSocket:
-    """One of a page's fallback sockets, and the real WebSocket to the app behind it."""
+    """
+    One of a page's fallback sockets, and the real WebSocket to the app behind it.
+
+    It is the producer of the app socket's transport: when the transport holds
+    more than it can send, the socket is congested and the page's POSTs wait.
+    """
 
     def __init__(self, page: Page, number: int) -> None:
         self._page = page
@@ -317,6 +415,7 @@ class PageSocket:
         self._connecting: defer.Deferred[UpstreamSocket] | None = None
         self._closed = False
         self._message_size: int | None = None  # while a message comes in parts
+        self.congested = False
 
     def connect(self, handshake: Handshake) -> None:
         self._connecting = self._page.bridge.connector.connect(handshake, self)
@@ -325,37 +424,50 @@ class PageSocket:
     def _dialled(self, app: UpstreamSocket) -> None:
         self._connecting = None
         self._app = app
+        IConsumer(app.transport).registerProducer(self, True)
 
     def _not_dialled(self, reason: Failure) -> None:
         self._connecting = None
         if not reason.check(defer.CancelledError, ConnectingCancelledError):
-            _log.warn("fallback socket: cannot connect to the app: {why}", why=reason.getErrorMessage())
+            _log.warn(
+                "fallback socket: cannot connect to the app: {why}", why=reason.getErrorMessage()
+            )
             self.fail()
 
     def pace(self, paused: bool) -> None:
-        if self._app is not None and self._app.transport is not None:
-            producer = IPushProducer(self._app.transport)
-            producer.pauseProducing() if paused else producer.resumeProducing()
+        if self._app is not None:
+            self._app.pace(paused)
+
+    # IPushProducer: the app socket's transport calls these as it fills and drains.
+
+    def pauseProducing(self) -> None:
+        self.congested = True
+
+    def resumeProducing(self) -> None:
+        self.congested = False
+        self._page.drained()
+
+    def stopProducing(self) -> None:
+        self.congested = False
 
     # From the page.
 
-    def send(self, payload: bytes, kind: int) -> None:
+    def send(self, payload: bytes, binary: bool, final: bool) -> None:
         """A message, or a part of one, on to the app: parts go as frames of one message."""
         app = self._app
         if app is None or not app.opened or app.state != app.STATE_OPEN:
             return
-        final = kind in (_protocol.FRAME_TEXT, _protocol.FRAME_BINARY)
-        if self._message_size is None:
-            if final:
-                app.sendMessage(payload, kind == _protocol.FRAME_BINARY)
-                return
-            app.beginMessage(isBinary=kind == _protocol.FRAME_BINARY_PART)
-            self._message_size = 0
-        self._message_size += len(payload)
-        if self._message_size > self._page.bridge.settings.max_message_size:
+        size = (self._message_size or 0) + len(payload)
+        if size > self._page.bridge.settings.max_message_size:
             self._message_size = None
             close_like(app, 1009, "message too big")
             return
+        if self._message_size is None:
+            if final:
+                app.sendMessage(payload, binary)
+                return
+            app.beginMessage(isBinary=binary)
+        self._message_size = size
         app.sendMessageFrame(payload)
         if final:
             self._message_size = None
@@ -366,9 +478,12 @@ class PageSocket:
         if app is not None and app.opened:
             close_like(app, code if code is not None else 1005, reason)
         else:
-            # Closed while connecting: as a native socket, it fails (1006).
-            self._abandon_app()
-            self.fail()
+            self.abort_from_page()
+
+    def abort_from_page(self) -> None:
+        """The page gave up before the socket opened: it fails, as natively (1006)."""
+        self._abandon_app()
+        self.fail()
 
     # From the app (SocketPeer).
 
@@ -396,7 +511,8 @@ class PageSocket:
 
     def upstream_lost(self, code: int, reason: str) -> None:
         self._app = None
-        self._finish(code, reason, clean=code != 1006)
+        # An unclean end has no reason a native socket would report.
+        self._finish(code, reason if code != 1006 else "", clean=code != 1006)
 
     def upstream_refused(self, status: int, reason: str) -> None:
         self._app = None
@@ -413,9 +529,11 @@ class PageSocket:
         if self._closed:
             return
         self._closed = True
-        self._page.state.sockets.pop(self.number, None)
+        self.congested = False
+        self._page.forget_socket(self.number)
         self._page.emit(
-            _protocol.EVENT_CLOSE, {"s": self.number, "code": code, "reason": reason, "clean": clean}
+            _protocol.EVENT_CLOSE,
+            {"s": self.number, "code": code, "reason": reason, "clean": clean},
         )
 
     def _abandon_app(self) -> None:

@@ -86,6 +86,9 @@ FRAME_TEXT_PART = 5
 FRAME_BINARY_PART = 6
 PART_LIMIT = 240 * 1024
 BATCH_LIMIT = 256 * 1024
+# The page gave up on a socket before it opened (close() while CONNECTING):
+# the app's socket is dropped, and the page's fails (1006), as natively.
+FRAME_ABORT = 7
 
 # Sent first on every stream: 2 KiB of comment, so that intermediaries which
 # hold a response until they have a buffer's worth pass the stream on at once.
@@ -133,7 +136,7 @@ def parse_frames(body: bytes) -> list[Frame]:
             raise MalformedFrames("a frame header is cut short")
         kind, socket, length = _FRAME_HEAD.unpack_from(body, offset)
         offset += _FRAME_HEAD.size
-        if not FRAME_OPEN <= kind <= FRAME_BINARY_PART:
+        if not FRAME_OPEN <= kind <= FRAME_ABORT:
             raise MalformedFrames(f"unknown frame type {kind}")
         if len(body) - offset < length:
             raise MalformedFrames("a frame is cut short")

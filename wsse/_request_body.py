@@ -8,6 +8,8 @@ of wsse's own Site, starts a large or chunked request as soon as its headers
 are in, when the resource that will serve it says it can take the body as a
 stream (C{streams_request_body}); the body then flows through a
 L{RequestBody}, which pauses reading from the browser while the app is slow.
+A resource with a C{max_request_body} gets a longer body refused (413) before
+any of it is read.
 
 twisted.web has no public hook for this: the request line is read from the
 channel's private attributes, which the tests pin down.  Embedded in another
@@ -136,6 +138,11 @@ class StreamingRequest(Request):
         self.postpath = [unquote_to_bytes(segment) for segment in path[1:].split(b"/")]
         self.site = channel.site  # type: ignore[attr-defined]  # set by Site.buildProtocol
         resource = self.site.getResourceFor(self)
+        limit = getattr(resource, "max_request_body", None)
+        if limit is not None and length is not None and length > limit:
+            # (A chunked body is read as usual, and refused by the resource.)
+            self._refuse_body(length)
+            return True
         if not getattr(resource, "streams_request_body", False):
             return False
         self._streaming = True
@@ -146,6 +153,15 @@ class StreamingRequest(Request):
         channel._savedTimeOut = self._idle_timeout  # restored after the response
         self.process()
         return True
+
+    def _refuse_body(self, length: int | None) -> None:
+        """413 as soon as the headers are in: the body is never read."""
+        self._streaming = True
+        self.content = RequestBody(self, length)
+        self.setResponseCode(413)
+        self.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        self.write(b"request body too large\n")
+        self.finish()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._streaming:

@@ -17,7 +17,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from wsse._bridge import Bridge, PageSocket
+from wsse._bridge import Bridge
 from wsse._passthrough import Passthrough
 from wsse._protocol import ENDPOINT_SEGMENT
 from wsse._sessions import MemoryPageStore, PageStore
@@ -66,7 +66,7 @@ class WSSEResource(Resource):
         *,
         reactor: IReactorTime | None = None,
         agent: IAgent | None = None,
-        store: PageStore[PageSocket] | None = None,
+        store: PageStore | None = None,
     ) -> None:
         super().__init__()
         if isinstance(settings, str):

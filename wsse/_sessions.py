@@ -4,30 +4,29 @@ What the bridge keeps for each page session, behind a small interface.
 A page session is one page's fallback: its event log (what the server sent,
 kept until the page acknowledges it, so a dropped stream can resume without a
 gap), the sequence number of the next frame the page will send (so a retried
-POST is not applied twice) and its socket table.  L{MemoryPageStore} keeps
-them in this process; a store shared between processes (Redis) can implement
-the same two protocols.
+POST is not applied twice) and its socket table (the page's socket numbers in
+use).  All of it is plain data: L{MemoryPageStore} keeps it in this process,
+and a store shared between processes (Redis) can implement the same two
+protocols; the live connections to the app stay with the process that holds
+them (L{wsse._bridge.Page}).
 """
 
 from __future__ import annotations
 
 import secrets
 from collections import deque
-from collections.abc import Iterator
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from wsse import _protocol
-
-Socket = TypeVar("Socket")
 
 
 class FrameOutOfOrder(Exception):
     """A frame arrived with a sequence number past the next one expected."""
 
 
-class PageState(Protocol[Socket]):
+class PageState(Protocol):
     id: str
-    sockets: dict[int, Socket]
+    sockets: set[int]
 
     def append(self, name: bytes, data: object) -> bytes:
         """Log an event under the next id; the encoded event, ready to send."""
@@ -46,25 +45,28 @@ class PageState(Protocol[Socket]):
         """Bytes of logged events the page has not acknowledged."""
         ...
 
+    @property
+    def expected_seq(self) -> int:
+        """The sequence number of the next frame to apply."""
+        ...
+
     def accept(self, seq: int) -> bool:
         """C{True} for the next frame in order, C{False} for one already applied."""
         ...
 
 
-class PageStore(Protocol[Socket]):
-    def create(self) -> PageState[Socket]: ...
+class PageStore(Protocol):
+    def create(self) -> PageState: ...
 
-    def get(self, session_id: str) -> PageState[Socket] | None: ...
+    def get(self, session_id: str) -> PageState | None: ...
 
     def remove(self, session_id: str) -> None: ...
 
-    def __iter__(self) -> Iterator[PageState[Socket]]: ...
 
-
-class MemoryPageState(Generic[Socket]):
+class MemoryPageState:
     def __init__(self, session_id: str) -> None:
         self.id = session_id
-        self.sockets: dict[int, Socket] = {}
+        self.sockets: set[int] = set()
         self._log: deque[tuple[int, bytes]] = deque()
         self._last_id = 0
         self._acknowledged = 0  # every event up to here has been dropped
@@ -93,6 +95,10 @@ class MemoryPageState(Generic[Socket]):
     def unacknowledged(self) -> int:
         return self._size
 
+    @property
+    def expected_seq(self) -> int:
+        return self._next_seq
+
     def accept(self, seq: int) -> bool:
         if seq < self._next_seq:
             return False
@@ -102,23 +108,20 @@ class MemoryPageState(Generic[Socket]):
         return True
 
 
-class MemoryPageStore(Generic[Socket]):
+class MemoryPageStore:
     """Page sessions of this process, by their server-minted ids."""
 
     def __init__(self) -> None:
-        self._pages: dict[str, MemoryPageState[Socket]] = {}
+        self._pages: dict[str, MemoryPageState] = {}
 
-    def create(self) -> MemoryPageState[Socket]:
+    def create(self) -> MemoryPageState:
         # 128 bits from the operating system's CSPRNG: not guessable.
-        page = MemoryPageState[Socket](secrets.token_urlsafe(16))
+        page = MemoryPageState(secrets.token_urlsafe(16))
         self._pages[page.id] = page
         return page
 
-    def get(self, session_id: str) -> MemoryPageState[Socket] | None:
+    def get(self, session_id: str) -> MemoryPageState | None:
         return self._pages.get(session_id)
 
     def remove(self, session_id: str) -> None:
         self._pages.pop(session_id, None)
-
-    def __iter__(self) -> Iterator[MemoryPageState[Socket]]:
-        return iter(list(self._pages.values()))

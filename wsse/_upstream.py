@@ -19,7 +19,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectingRequest
 from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
@@ -130,6 +130,22 @@ class UpstreamSocket(WebSocketClientProtocol):
         super().sendData(data, sync, chopsize)
 
     opened = False
+    reading_paused = False
+
+    def pace(self, paused: bool) -> None:
+        """Stop (or resume) reading from the app while the page cannot keep up."""
+        self.reading_paused = paused
+        if self.transport is not None:
+            producer = IPushProducer(self.transport)
+            producer.pauseProducing() if paused else producer.resumeProducing()
+
+    def onAutoPingTimeout(self) -> None:
+        if self.reading_paused:
+            # The pong waits, unread, behind what the page has not taken yet;
+            # once reading resumes it arrives and the pings go on.
+            self.autoPingTimeoutCall = None
+            return
+        super().onAutoPingTimeout()
 
     def onOpen(self) -> None:
         self.opened = True

@@ -161,6 +161,19 @@ class PageClient:
         await response.content()
         return int(response.code)
 
+    async def send(self, socket: int, payload: bytes, binary: bool = False) -> None:
+        """One message, in parts and POSTs no bigger than the shim's."""
+        part, final = (
+            (_protocol.FRAME_BINARY_PART, _protocol.FRAME_BINARY)
+            if binary
+            else (_protocol.FRAME_TEXT_PART, _protocol.FRAME_TEXT)
+        )
+        limit = _protocol.PART_LIMIT
+        pieces = [payload[i : i + limit] for i in range(0, len(payload), limit)] or [b""]
+        for index, piece in enumerate(pieces):
+            kind = final if index == len(pieces) - 1 else part
+            assert await self.post([(kind, socket, piece)]) == 204
+
     async def open(self, socket: int, url: str, protocols: list[str] | None = None) -> Event:
         body = json.dumps({"url": url, "protocols": protocols or []}).encode()
         assert await self.post([(_protocol.FRAME_OPEN, socket, body)]) == 204

@@ -55,9 +55,12 @@
     }
   }
 
+  var askedForFallback = false;
+
   (function readSwitches() {
     var asked = new URLSearchParams(location.search).get("wsse");
     var store = storage();
+    askedForFallback = asked === "fallback";
     if (!store) {
       return;
     }
@@ -71,7 +74,7 @@
 
   function forced() {
     var store = storage();
-    return serverForces ||
+    return serverForces || askedForFallback ||
       (store !== null && store.getItem(FORCE_KEY) === "1") ||
       /(?:^|;\s*)wsse=fallback(?:;|$)/.test(document.cookie);
   }
@@ -145,10 +148,17 @@
 
   var encoder = new TextEncoder();
 
+  /* WebIDL [Clamp] unsigned short, as the native close() converts its code. */
+  function clampShort(value) {
+    var x = Math.min(Math.max(Number(value) || 0, 0), 65535);
+    var floor = Math.floor(x);
+    var rest = x - floor;
+    return rest < 0.5 ? floor : rest > 0.5 ? floor + 1 : (floor % 2 === 0 ? floor : floor + 1);
+  }
+
   function checkClose(code, reason) {
     if (code !== undefined) {
-      /* WebIDL [Clamp] unsigned short, as the native close() converts it */
-      code = Math.min(Math.max(Math.round(Number(code)) || 0, 0), 65535);
+      code = clampShort(code);
       if (code !== 1000 && (code < 3000 || code > 4999)) {
         throw domError("Failed to execute 'close' on 'WebSocket': The close code must be either 1000, or between 3000 and 4999. " +
           code + " is neither.", "InvalidAccessError");
@@ -283,7 +293,7 @@
   function switchToFallback(owner, state, path) {
     if (state.closeRequested) {
       /* close() was called while the probe was failing: fail as native would */
-      state.transport = new ClosedTransport(state.url);
+      state.transport = new ClosedTransport(state.url, "native");
       owner.dispatchEvent(new Event("error"));
       owner.dispatchEvent(new CloseEvent("close", { code: 1006, reason: "", wasClean: false }));
       return;
@@ -291,8 +301,8 @@
     state.transport = new FallbackTransport(owner, state, path, true);
   }
 
-  function ClosedTransport(url) {
-    this.kind = "fallback";
+  function ClosedTransport(url, kind) {
+    this.kind = kind;
     this.url = url;
     this.readyState = CLOSED;
     this.bufferedAmount = 0;
@@ -308,7 +318,7 @@
   /* ---- The fallback transport -------------------------------------------- */
 
   var FRAME_OPEN = 1, FRAME_TEXT = 2, FRAME_BINARY = 3, FRAME_CLOSE = 4;
-  var FRAME_TEXT_PART = 5, FRAME_BINARY_PART = 6;
+  var FRAME_TEXT_PART = 5, FRAME_BINARY_PART = 6, FRAME_ABORT = 7;
   /* Gateways limit request bodies (nginx: 1 MiB by default): a message goes
    * in parts of at most PART_BYTES, and a POST carries at most BATCH_BYTES. */
   var PART_BYTES = 240 * 1024;
@@ -327,10 +337,13 @@
     this.afterProbe = afterProbe;
     this.session = currentSession();
     this.number = this.session.add(this);
-    this.session.enqueue(FRAME_OPEN, this, encoder.encode(JSON.stringify({
-      url: path,
-      protocols: state.protocols
-    })), 0);
+    var open = encoder.encode(JSON.stringify({ url: path, protocols: state.protocols }));
+    if (open.length > PART_BYTES) {
+      var transport = this;
+      setTimeout(function () { transport.finish(1006, "", false); }, 0);
+      return;
+    }
+    this.session.enqueue(FRAME_OPEN, this, open, 0);
   }
   FallbackTransport.prototype = {
     setBinaryType: function () { /* read at each message's delivery */ },
@@ -344,15 +357,15 @@
         kind = FRAME_TEXT;
         payload = encoder.encode(data);
         size = payload.length;
-      } else if (data instanceof ArrayBuffer) {
+      } else if (tagOf(data) === "ArrayBuffer") {
         kind = FRAME_BINARY;
-        payload = new Uint8Array(data.slice(0));
+        payload = new Uint8Array(ArrayBuffer.prototype.slice.call(data, 0));
         size = payload.length;
       } else if (ArrayBuffer.isView(data)) {
         kind = FRAME_BINARY;
         payload = new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
         size = payload.length;
-      } else if (data instanceof Blob) {
+      } else if (tagOf(data) === "Blob" || tagOf(data) === "File") {
         kind = FRAME_BINARY;
         payload = data; /* read when its turn comes, so order is kept */
         size = data.size;
@@ -377,8 +390,15 @@
       if (this.readyState === CLOSING || this.readyState === CLOSED) {
         return;
       }
+      if (this.readyState === CONNECTING) {
+        /* As native: the connection fails, whatever the app does meanwhile. */
+        this.readyState = CLOSING;
+        this.aborted = true;
+        this.session.enqueue(FRAME_ABORT, this, new Uint8Array(0), 0);
+        return;
+      }
       var payload = new Uint8Array(0);
-      if (this.readyState === OPEN && checked.code !== undefined) {
+      if (checked.code !== undefined) {
         payload = new Uint8Array(2 + checked.reason.length);
         payload[0] = checked.code >> 8;
         payload[1] = checked.code & 0xff;
@@ -398,7 +418,7 @@
       var owner = this.owner;
       if (name === "open") {
         if (this.readyState !== CONNECTING) {
-          return;
+          return; /* aborted meanwhile: its close follows */
         }
         this.readyState = OPEN;
         this.protocol = data.protocol;
@@ -418,7 +438,11 @@
         }
         owner.dispatchEvent(new MessageEvent("message", { data: payload, origin: this.origin }));
       } else if (name === "close") {
-        this.finish(data.code, data.reason, data.clean);
+        if (this.aborted) {
+          this.finish(1006, "", false);
+        } else {
+          this.finish(data.code, data.reason, data.clean);
+        }
       }
     },
 
@@ -434,6 +458,11 @@
       this.owner.dispatchEvent(new CloseEvent("close", { code: code, reason: reason, wasClean: clean }));
     }
   };
+
+  /* Type tests that hold for objects from other frames too. */
+  function tagOf(value) {
+    return Object.prototype.toString.call(value).slice(8, -1);
+  }
 
   function base64Bytes(text) {
     var raw = atob(text);
@@ -479,6 +508,7 @@
     this.watchdogMs = 15000;
     this.graceMs = 30000;
     this.downSince = Date.now();
+    this.postFailingSince = null;
     this.lastBytesAt = 0;
     this.controller = null;
     this.ackTimer = null;
@@ -538,8 +568,9 @@
           session.fail();
           return null;
         }
-        if (!response.ok || !response.body) {
-          throw new Error("event stream answered " + response.status);
+        var type = response.headers.get("Content-Type") || "";
+        if (!response.ok || !response.body || type.indexOf("text/event-stream") !== 0) {
+          throw new Error("event stream answered " + response.status + " " + type);
         }
         session.downSince = null;
         return session.read(response.body.getReader());
@@ -576,11 +607,15 @@
           return null;
         }
         session.lastBytesAt = Date.now();
+        /* A line's end is looked for only in what just arrived: a long line
+         * (a 16 MiB message) is not scanned again at each chunk. */
+        var scanFrom = buffer.length;
         buffer += decoder.decode(result.value, { stream: true });
+        var start = 0;
         var end;
-        while ((end = buffer.indexOf("\n")) >= 0) {
-          var line = buffer.slice(0, end);
-          buffer = buffer.slice(end + 1);
+        while ((end = buffer.indexOf("\n", Math.max(start, scanFrom))) >= 0) {
+          var line = buffer.slice(start, end);
+          start = end + 1;
           if (line === "") {
             if (event.id !== null) {
               session.dispatch(Number(event.id), event.name, event.data);
@@ -599,6 +634,7 @@
             }
           }
         }
+        buffer = buffer.slice(start);
         return reader.read().then(pump);
       }
       return reader.read().then(pump);
@@ -688,20 +724,27 @@
           cache: "no-store",
           credentials: "same-origin"
         }).then(function (response) {
-          if (response.status === SESSION_GONE || (response.status >= 400 && response.status < 500)) {
-            session.fail();
+          var transient = response.status === 408 || response.status === 429 || response.status >= 500;
+          if (!response.ok && !transient) {
+            session.fail(); /* 410: the server no longer holds the session; others: it refused it */
             return;
           }
           if (!response.ok) {
             throw new Error("frames answered " + response.status);
           }
           session.retryMs = 0;
+          session.postFailingSince = null;
           session.ackedEventId = Math.max(session.ackedEventId, ack);
           session.accepted(batch.frames.length ? batch.frames[batch.frames.length - 1].seq : -1);
           session.queue.splice(0, batch.frames.length);
         });
       }).catch(function () {
         /* a lost POST: the same frames go again, and the server drops any it had */
+        if (session.postFailingSince === null) {
+          session.postFailingSince = Date.now();
+        } else if (Date.now() - session.postFailingSince > session.graceMs) {
+          session.fail();
+        }
         session.retryMs = Math.min(Math.max(session.retryMs * 2, 100), 5000);
         return new Promise(function (resolve) { setTimeout(resolve, session.retryMs); });
       }).then(function () {
@@ -715,22 +758,29 @@
       var bytes = 8;
       for (var i = 0; i < this.queue.length; i++) {
         var frame = this.queue[i];
-        var length = 9 + (frame.payload instanceof Blob ? frame.payload.size : frame.payload.length);
-        if (bytes + length > BATCH_BYTES) {
+        var length = 9 + (frame.payload instanceof Uint8Array ? frame.payload.length : frame.payload.size);
+        if (frames.length && bytes + length > BATCH_BYTES) {
           break;
         }
         frames.push(frame);
         bytes += length;
       }
-      /* Blobs are read in order, before the batch is built. */
+      /* Blobs are read in order, before the batch is built; one that cannot
+       * be read (a file changed on disk) fails its socket, as natively. */
       return Promise.all(frames.map(function (frame) {
-        if (frame.payload instanceof Blob) {
-          return frame.payload.arrayBuffer().then(function (buffer) {
-            frame.payload = new Uint8Array(buffer);
-          });
+        if (frame.payload instanceof Uint8Array) {
+          return null;
         }
-        return null;
+        return frame.payload.arrayBuffer().then(function (buffer) {
+          frame.payload = new Uint8Array(buffer);
+        }, function () {
+          frame.kind = FRAME_ABORT;
+          frame.payload = new Uint8Array(0);
+          frame.transport.aborted = true;
+        });
       })).then(function () {
+        bytes = 8;
+        frames.forEach(function (frame) { bytes += 9 + frame.payload.length; });
         var body = new Uint8Array(bytes);
         var view = new DataView(body.buffer);
         var first = frames.length ? frames[0].seq : 0;
@@ -772,6 +822,55 @@
     }
   };
 
+  /* A page that goes away closes its sockets as a browser does (1001 "going
+   * away"), rather than leaving the app to wait out the grace period. */
+  window.addEventListener("pagehide", function () {
+    if (session === null || session.ended || session.id === null) {
+      return;
+    }
+    var leaving = session;
+    var frames = leaving.queue.filter(function (frame) {
+      return !frame.accepted && frame.payload instanceof Uint8Array;
+    });
+    var numbers = Object.keys(leaving.sockets);
+    var seq = frames.length ? frames[0].seq : leaving.nextSeq;
+    var bytes = 8;
+    frames.forEach(function (frame) { bytes += 9 + frame.payload.length; });
+    var closes = numbers.map(function (number) {
+      var transport = leaving.sockets[number];
+      var kind = transport.readyState === CONNECTING ? FRAME_ABORT : FRAME_CLOSE;
+      var payload = kind === FRAME_CLOSE ? new Uint8Array([1001 >> 8, 1001 & 0xff]) : new Uint8Array(0);
+      bytes += 9 + payload.length;
+      return { kind: kind, transport: transport, payload: payload };
+    });
+    leaving.end();
+    if (bytes > 60000 || closes.length === 0) {
+      return; /* past what a request sent while leaving may carry: the grace period ends it */
+    }
+    var body = new Uint8Array(bytes);
+    var view = new DataView(body.buffer);
+    view.setUint32(0, Math.floor(seq / 4294967296));
+    view.setUint32(4, seq >>> 0);
+    var offset = 8;
+    frames.concat(closes).forEach(function (frame) {
+      view.setUint8(offset, frame.kind);
+      view.setUint32(offset + 1, frame.transport.number);
+      view.setUint32(offset + 5, frame.payload.length);
+      body.set(frame.payload, offset + 9);
+      offset += 9 + frame.payload.length;
+    });
+    var headers = { "Content-Type": FRAMES_TYPE };
+    headers[SESSION_HEADER] = leaving.id;
+    headers[ACK_HEADER] = String(leaving.lastEventId);
+    fetch(endpoints + "send", {
+      method: "POST",
+      headers: headers,
+      body: body,
+      keepalive: true,
+      credentials: "same-origin"
+    }).catch(function () { /* gone with the page */ });
+  });
+
   /* ---- The WebSocket the page sees ---------------------------------------- */
 
   /* Per-socket state lives here rather than on the instance, so a wrapper
@@ -779,8 +878,9 @@
   var internals = new WeakMap();
 
   class WebSocket extends EventTarget {
-    constructor(url, protocols) {
+    constructor(url) {
       super();
+      var protocols = arguments[1];
       var parsed = parseURL(url);
       var list = parseProtocols(protocols);
       var state = {
@@ -869,6 +969,11 @@
         this.addEventListener(type, slot.invoke);
       }
     });
+  });
+
+  Object.defineProperty(WebSocket.prototype, Symbol.toStringTag, {
+    value: "WebSocket",
+    configurable: true
   });
 
   STATE_NAMES.forEach(function (name, value) {

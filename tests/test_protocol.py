@@ -1,0 +1,132 @@
+"""The wire contract: frames and events, and the shim speaking the same names as the server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wsse import _protocol
+
+SHIM = (Path(_protocol.__file__).parent / "shim" / "wsse-shim.js").read_text()
+
+
+def shim_constant(name: str) -> str:
+    match = re.search(rf"\b{name} = ([^,;]+)[,;]", SHIM)
+    assert match, f"the shim defines no {name}"
+    return match.group(1).strip()
+
+
+def test_the_shim_and_the_server_agree_on_frame_types_and_limits() -> None:
+    for name in ["OPEN", "TEXT", "BINARY", "CLOSE", "TEXT_PART", "BINARY_PART", "ABORT"]:
+        assert int(shim_constant(f"FRAME_{name}")) == getattr(_protocol, f"FRAME_{name}"), name
+    assert eval(shim_constant("PART_BYTES")) == _protocol.PART_LIMIT
+    assert eval(shim_constant("BATCH_BYTES")) == _protocol.BATCH_LIMIT
+
+
+def test_the_shim_and_the_server_agree_on_names() -> None:
+    assert json.loads(shim_constant("SESSION_HEADER")).lower().encode() == _protocol.SESSION_HEADER
+    assert json.loads(shim_constant("ACK_HEADER")).lower().encode() == _protocol.ACK_HEADER
+    assert json.loads(shim_constant("FRAMES_TYPE")).encode() == _protocol.FRAMES_CONTENT_TYPE
+    assert int(shim_constant("SESSION_GONE")) == _protocol.SESSION_GONE
+    for name in [
+        _protocol.EVENTS_ENDPOINT,
+        _protocol.SEND_ENDPOINT,
+        _protocol.EVENT_SESSION,
+        _protocol.EVENT_OPEN,
+        _protocol.EVENT_TEXT,
+        _protocol.EVENT_BINARY,
+        _protocol.EVENT_CLOSE,
+        _protocol.EVENT_SENT,
+    ]:
+        assert f'"{name.decode()}"' in SHIM, name
+    for key in [
+        _protocol.CONFIG_PATH,
+        _protocol.CONFIG_BASE,
+        _protocol.CONFIG_PROBE,
+        _protocol.CONFIG_FORCE,
+    ]:
+        assert f'config.get("{key}")' in SHIM, key
+    assert f'getAttribute("{_protocol.CONFIG_ATTRIBUTE}")' in SHIM
+    assert (
+        f'"{_protocol.FORCE_QUERY}"' in SHIM
+        and f"{_protocol.FORCE_COOKIE}={_protocol.FORCE_VALUE}" in SHIM
+    )
+    assert f'window, "{_protocol.SHIM_GLOBAL}"' in SHIM
+
+
+FRAMES = st.lists(
+    st.tuples(
+        st.integers(min_value=_protocol.FRAME_OPEN, max_value=_protocol.FRAME_ABORT),
+        st.integers(min_value=0, max_value=2**32 - 1),
+        st.binary(max_size=300),
+    ),
+    max_size=20,
+)
+
+
+@given(first=st.integers(min_value=0, max_value=2**63), frames=FRAMES)
+def test_frames_round_trip(first: int, frames: list[tuple[int, int, bytes]]) -> None:
+    parsed = _protocol.parse_frames(_protocol.encode_frames(first, frames))
+    assert [(f.seq, f.kind, f.socket, f.payload) for f in parsed] == [
+        (first + n, kind, socket, payload) for n, (kind, socket, payload) in enumerate(frames)
+    ]
+
+
+@given(body=st.binary(max_size=64))
+def test_any_bytes_parse_or_are_refused_cleanly(body: bytes) -> None:
+    try:
+        frames = _protocol.parse_frames(body)
+    except _protocol.MalformedFrames:
+        return
+    assert all(_protocol.FRAME_OPEN <= f.kind <= _protocol.FRAME_ABORT for f in frames)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\x00" * 7,
+        b"\x00" * 8 + b"\x02\x00",
+        b"\x00" * 8 + b"\x09" + b"\x00" * 8,
+        b"\x00" * 8 + b"\x02" + b"\x00\x00\x00\x01\x00\x00\x00\x05ab",
+    ],
+)
+def test_malformed_bodies_are_refused(body: bytes) -> None:
+    with pytest.raises(_protocol.MalformedFrames):
+        _protocol.parse_frames(body)
+
+
+@given(text=st.text(), socket=st.integers(min_value=0, max_value=2**32 - 1))
+def test_text_events_carry_any_text_on_one_line(text: str, socket: int) -> None:
+    name, data = _protocol.message_data(socket, text.encode("utf-8", "replace"), False)
+    encoded = _protocol.event(7, name, data)
+    lines = encoded.split(b"\n")
+    assert lines[:2] == [b"id: 7", b"event: text"] and lines[3:] == [b"", b""]
+    assert json.loads(lines[2][len(b"data: ") :])["d"] == text.encode("utf-8", "replace").decode()
+
+
+@given(payload=st.binary(max_size=1000))
+def test_binary_events_round_trip(payload: bytes) -> None:
+    name, data = _protocol.message_data(3, payload, True)
+    assert name == _protocol.EVENT_BINARY
+    assert base64.b64decode(data["d"]) == payload  # type: ignore[index]
+
+
+def test_open_and_close_payloads() -> None:
+    request = _protocol.parse_open(b'{"url": "/ws?x=1", "protocols": ["a", "b"]}')
+    assert (request.url, request.protocols) == (b"/ws?x=1", ["a", "b"])
+    for bad in [b"not json", b'{"url": "ws://x/"}', b'{"url": "/", "protocols": [1]}', b"{}"]:
+        with pytest.raises(_protocol.MalformedFrames):
+            _protocol.parse_open(bad)
+    assert _protocol.parse_close(b"") == (None, "")
+    assert _protocol.parse_close(struct.pack(">H", 4000) + "bye é".encode()) == (4000, "bye é")
+    for bad in [b"\x03", struct.pack(">H", 4000) + b"\xff"]:
+        with pytest.raises(_protocol.MalformedFrames):
+            _protocol.parse_close(bad)
