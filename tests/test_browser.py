@@ -19,25 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from tests.support import browser_app
+from tests.support.chromium import OTHER_HOST, chromium
 from tests.support.processes import ROOT, free_port, running, wsse_command
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-CHROMIUM = "/usr/bin/chromium"
-OTHER_HOST = "wsse-test.example"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # A name that is not localhost, so that a page is not a secure context.
-    f"--host-resolver-rules=MAP {OTHER_HOST} 127.0.0.1",
-]
 # How long a script in the page may take before the test gives up on it.
 SCRIPT_TIMEOUT_MS = 15_000
 
@@ -88,14 +76,8 @@ def demo_port(artifacts: Any) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @dataclass

@@ -36,27 +36,14 @@ from playwright.sync_api import (
     BrowserContext,
     ConsoleMessage,
     Page,
-    sync_playwright,
 )
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from tests.support.chromium import OTHER_HOST, chromium
 from tests.support.gateways import NginxGateway, nginx_gateway, stalling_relay, wait_until
 from tests.support.processes import ROOT, free_port, running, wsse_command
 
 ARTIFACTS = ROOT / "test-artifacts" / "fallback-browser"
-CHROMIUM = "/usr/bin/chromium"
-OTHER_HOST = "wsse-test.example"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # A name that is not localhost, so that a page is not a secure context.
-    f"--host-resolver-rules=MAP {OTHER_HOST} 127.0.0.1",
-]
 # How long a script in the page may take before the test gives up on it.
 SCRIPT_TIMEOUT_MS = 30_000
 # How long the whole conformance page may take (16 MiB messages included).
@@ -103,14 +90,8 @@ def wsse_port(app_port: int, artifacts: Path) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @dataclass
