@@ -126,3 +126,18 @@ def test_the_demo_adds_its_app_on_loopback() -> None:
         s for s in IServiceCollection(service) if isinstance(s, StreamServerEndpointService)
     ]
     assert len(listeners) == 2
+
+
+def test_the_fallback_s_defaults_and_options() -> None:
+    default = parse("--target-port", "8080").settings(Target("http", "a", 1))
+    assert (default.probe_timeout, default.heartbeat, default.grace) == (3.0, 5.0, 30.0)
+    assert default.replay_buffer == 96 * 1024 * 1024
+    assert not default.force_fallback
+    options = parse(
+        "--target-port", "8080", "--probe-timeout", "1.5", "--heartbeat", "2",
+        "--grace", "60", "--replay-buffer", "8", "--force-fallback",
+    )  # fmt: skip
+    chosen = options.settings(options["target"])
+    assert (chosen.probe_timeout, chosen.heartbeat, chosen.grace) == (1.5, 2.0, 60.0)
+    assert chosen.replay_buffer == 8 * 1024 * 1024
+    assert chosen.force_fallback
