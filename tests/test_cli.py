@@ -11,8 +11,6 @@ an C{ssl:} endpoint serves it over https and wss.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import signal
@@ -24,17 +22,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from twisted.internet.endpoints import quoteStringArgument
 from websockets.sync.client import connect
 
 from tests.support.processes import BIN, ROOT, free_port, running, wait_for_port
+from tests.support.tls import Certificate
 
 TWISTD = str(BIN / "twistd")
 PYTHON = sys.executable
@@ -449,76 +442,6 @@ def test_help_exits_zero_without_traceback() -> None:
 
 
 # -- TLS: an ssl: endpoint --------------------------------------------------------
-
-
-class Certificate(NamedTuple):
-    """A self-signed certificate for 127.0.0.1 and localhost, and a client context trusting it."""
-
-    key: Path
-    cert: Path
-    context: ssl.SSLContext
-
-    def listen(self, port: int) -> str:
-        """The C{--listen} endpoint string serving TLS with this certificate on 127.0.0.1."""
-        key, cert = quoteStringArgument(str(self.key)), quoteStringArgument(str(self.cert))
-        return f"ssl:{port}:privateKey={key}:certKey={cert}:interface=127.0.0.1"
-
-
-@pytest.fixture
-def certificate(tmp_path: Path) -> Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wsse test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        # Its own trust anchor: a CA certificate that also serves.
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = tmp_path / "key.pem", tmp_path / "cert.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    # Verification stays on: the certificate is the only CA trusted, and
-    # 127.0.0.1 (the address connected to) must be in its names.
-    context = ssl.create_default_context(cafile=str(cert_path))
-    return Certificate(key_path, cert_path, context)
 
 
 # An app that answers every GET with the request headers it received, as JSON

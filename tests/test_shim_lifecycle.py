@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page
 from tests.support.chromium import chromium
 from tests.support.gateways import nginx_gateway, stalling_relay
 from tests.support.processes import ROOT, free_port, running
+from tests.support.tls import Certificate
 
 ARTIFACTS = ROOT / "test-artifacts" / "shim-lifecycle"
 
@@ -217,3 +218,37 @@ def test_the_probe_timeout_is_the_server_s_option(
             )
             assert states == [0, "fallback"]
             page.context.close()
+
+
+def test_a_socket_the_browser_will_not_open_natively_moves_to_the_fallback(
+    browser: Browser, app: int, certificate: Certificate, tmp_path: Path
+) -> None:
+    """
+    A page served over https may not open ws:// (mixed content: older browsers
+    throw a SecurityError from the constructor, Chromium fails the socket); the
+    fallback, over https, carries it.
+    """
+    port = free_port()
+    command = [
+        sys.executable, "-m", "wsse", "--target", f"http://127.0.0.1:{app}",
+        "--listen", certificate.listen(port),
+    ]  # fmt: skip
+    with running(command, port, log=tmp_path / "wsse.log"):
+        context = browser.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        page.goto(f"https://127.0.0.1:{port}/plain")
+        result = page.evaluate(
+            """() => new Promise(resolve => {
+                let thrown = null;
+                try { new __wsse.NativeWebSocket(`ws://${location.host}/ws/echo`).close(); }
+                catch (e) { thrown = e.name; }
+                const ws = new WebSocket(`ws://${location.host}/ws/echo?id=mixed`);
+                ws.onopen = () => ws.send("over https");
+                ws.onmessage = (e) => resolve([thrown, __wsse.transportOf(ws), e.data, ws.url]);
+                ws.onclose = (e) => resolve(["closed", e.code]);
+            })"""
+        )
+        thrown, *carried = result
+        assert thrown in (None, "SecurityError")
+        assert carried == ["fallback", "over https", f"ws://127.0.0.1:{port}/ws/echo?id=mixed"]
+        context.close()
