@@ -24,9 +24,10 @@ def close_payload(code: int, reason: str = "") -> bytes:
 
 class BridgeTestCase(ProxyTestCase):
     overrides = {"heartbeat": 0.2}
+    polling = False
 
     async def page(self) -> PageClient:
-        page = PageClient(self.port)
+        page = PageClient(self.port, polling=self.polling)
         self.addCleanup(page.close)
         self.assertEqual(await page.connect(), 200)
         return page
@@ -302,6 +303,66 @@ class Stream(BridgeTestCase):
         self.assertEqual((await app_closed)[1], 1006)
 
 
+class SocketsByPoll(Sockets):
+    """Every socket test again, with events by long-poll."""
+
+    polling = True
+
+
+class Poll(BridgeTestCase):
+    polling = True
+
+    async def test_a_poll_with_nothing_to_say_ends_empty_after_the_heartbeat(self) -> None:
+        page = await self.page()
+        while page.polls < 1:  # the first poll carries the session's first event
+            await task.deferLater(reactor, 0.01, lambda: None)
+        stream = page.stream
+        assert stream is not None
+        await stream.done  # the response ended: a gateway that holds it back lets it go
+        self.assertEqual(stream.code, 200)
+        self.assertEqual(stream.headers[b"content-type"], b"text/event-stream; charset=utf-8")
+        self.assertEqual((stream.parser.start, stream.parser.comments), (b"", 0))
+
+    async def test_a_poll_is_answered_as_soon_as_an_event_comes(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        polls = page.polls
+        await page.post([(TEXT, 1, b"now")])
+        self.assertEqual((await page.next_for(1)).data["d"], "now")
+        self.assertLessEqual(page.polls - polls, 2)  # answered, not timed out over and over
+
+    async def test_a_page_far_behind_catches_up_over_several_polls_in_order(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        await page.drop_stream()
+        for n in range(12):  # 12 x 240 KiB of echoes wait in the log
+            await page.post([(BINARY, 1, bytes([n]) * _protocol.PART_LIMIT)])
+        polls = page.polls
+        self.assertEqual(await page.connect(), 200)
+        for n in range(12):
+            event = await page.next_for(1)
+            self.assertEqual(base64.b64decode(event.data["d"]), bytes([n]) * _protocol.PART_LIMIT)
+        answers = page.poll_sizes[polls:]
+        event_size = len(base64.b64encode(bytes(_protocol.PART_LIMIT)))
+        self.assertGreaterEqual(len(answers), 2)  # the last may not have ended yet
+        self.assertLess(max(answers), 1.1 * (1 << 20) + event_size)
+
+    async def test_a_page_can_move_from_its_stream_to_polls_mid_session(self) -> None:
+        page = PageClient(self.port)
+        self.addCleanup(page.close)
+        self.assertEqual(await page.connect(), 200)
+        await page.open(1, "/ws/echo")
+        await page.post([(TEXT, 1, b"streamed")])
+        self.assertEqual((await page.next_for(1)).data["d"], "streamed")
+        await page.drop_stream()
+        await page.post([(TEXT, 1, b"while switching")])
+        page.polling = True
+        self.assertEqual(await page.connect(), 200)
+        self.assertEqual((await page.next_for(1)).data["d"], "while switching")
+        await page.post([(TEXT, 1, b"polled")])
+        self.assertEqual((await page.next_for(1)).data["d"], "polled")
+
+
 class GraceEnds(BridgeTestCase):
     overrides = {"heartbeat": 0.2, "grace": 0.5}
 
@@ -327,6 +388,14 @@ class GraceKept(BridgeTestCase):
         self.assertEqual((await page.next_for(1)).data["d"], "while away")
         await page.post([(TEXT, 1, b"still here")])
         self.assertEqual((await page.next_for(1)).data["d"], "still here")
+
+
+class GraceEndsWhilePolling(GraceEnds):
+    polling = True
+
+
+class GraceKeptWhilePolling(GraceKept):
+    polling = True
 
 
 class ReplayBuffer(BridgeTestCase):

@@ -9,7 +9,7 @@ from twisted.web.server import Request, Site
 from twisted.web.static import Data
 
 from tests.support.app import App, Root, WSAppFactory
-from tests.support.clients import http, ws_connect
+from tests.support.clients import carried, http, ws_connect
 from tests.support.harness import TrackingFactory, autobahn_timers_expired
 from wsse import WSSEResource
 
@@ -82,6 +82,17 @@ class Embedded(TestCase):
         self.app.route(b"/private", redirect)
         response = await http(self.port, target=b"/app/private")
         self.assertEqual(response.header(b"location"), [b"/app/login"])
+
+    async def test_a_socket_s_query_carried_in_the_path_through_the_mount(self) -> None:
+        client = await ws_connect(self.port, carried("/app/ws/echo?room=1", mount="/app/"))
+        self.assertEqual(self.ws.uris[-1], "/ws/echo?room=1")
+        client.sendMessage(b"carried")
+        self.assertEqual(await client.messages.get(), (b"carried", False))
+        client.sendClose(1000)
+        await client.closed
+        with self.assertRaises(ConnectionError) as raised:  # a URL outside the mount
+            await ws_connect(self.port, carried("/elsewhere/ws/echo?room=1", mount="/app/"))
+        self.assertIn("[404]", str(raised.exception))
 
     async def test_a_websocket_through_the_mount(self) -> None:
         client = await ws_connect(self.port, "/app/ws/echo?room=1", protocols=["v2"])

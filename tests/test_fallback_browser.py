@@ -12,6 +12,9 @@ and a small app (L{tests.support.conformance_app}) each as its own process.
      the three ways of forcing it, and a native socket that drops.
   3. One event stream per page, whatever its number of sockets and tabs.
   4. Gateways that mount the app under a prefix.
+  5. Gateways that defeat a transport: one that holds the event stream back
+     (the page moves to long polls) and one that drops the query of upgrades
+     (native sockets carry it in the path).
 
 A screenshot of each test's final page goes to C{test-artifacts/fallback-browser/},
 with the logs of the processes.
@@ -19,6 +22,7 @@ with the logs of the processes.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sys
@@ -180,6 +184,17 @@ def app_json(app_port: int, path: str) -> Any:
 _REQUEST = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" (?P<status>\d+)')
 
 
+_CARRIED = "/__wsse/ws/"
+
+
+def socket_url(target: str) -> str:
+    """The URL a native socket's request was for, its query carried in the path or not."""
+    before, carried, segment = target.partition(_CARRIED)
+    if not carried:
+        return target
+    return before + base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode()
+
+
 def log_requests(gw: NginxGateway) -> list[dict[str, str]]:
     """The gateway's access log, one dict per request: method, target, status, upgrade, line."""
     requests = []
@@ -199,12 +214,17 @@ def native_attempts(gw: NginxGateway, path: str) -> list[str]:
     return [
         r["line"]
         for r in log_requests(gw)
-        if r["target"].split("?")[0] == path and r["upgrade"].lower() == "websocket"
+        if socket_url(r["target"]).split("?")[0] == path and r["upgrade"].lower() == "websocket"
     ]
 
 
 def fallback_requests(gw: NginxGateway) -> list[str]:
-    return [r["line"] for r in log_requests(gw) if "__wsse" in r["target"]]
+    """The fallback's requests (native sockets with their query carried aside)."""
+    return [
+        r["line"]
+        for r in log_requests(gw)
+        if "/__wsse/" in r["target"] and _CARRIED not in r["target"]
+    ]
 
 
 def event_streams(gw: NginxGateway) -> list[str]:
@@ -558,7 +578,7 @@ return { events, transportWhenOpen, transport: window.__wsse.transportOf(ws),
 """
 
 
-def test_a_native_socket_that_drops_closes_and_is_not_replaced(
+def test_a_native_socket_that_is_cut_closes_as_native_and_later_sockets_take_the_fallback(
     tab: Tab, wsse_port: int, tmp_path: Path, app_port: int
 ) -> None:
     with nginx_gateway("relay", wsse_port, tmp_path) as gw:
@@ -576,11 +596,17 @@ def test_a_native_socket_that_drops_closes_and_is_not_replaced(
             [{"type": "error"}, {"type": "close", "code": 1006, "wasClean": False}],
             [closes[0]],
         )
-        assert r["session"] is None and r["verdict"] is None
+        assert r["session"] is None
         # The app saw the one handshake: nothing dialled it again.
         assert len(app_json(app_port, "/handshakes?id=dropped")) == 1
         assert len(settled(lambda: native_attempts(gw, "/ws/echo"), at_least=1)) == 1
         assert fallback_requests(gw) == []
+        # A gateway that cut one socket would cut the next: the tab remembers,
+        # and the app's next socket takes the fallback, which resumes across cuts.
+        assert r["verdict"] is not None and r["verdict"].isdigit()
+        after = open_and_echo(tab, "ws/echo?id=after-the-cut")
+        assert after["transports"] == ["fallback"]
+        assert len(native_attempts(gw, "/ws/echo")) == 1
         tab.assert_clean(expected=failed_native_attempt)
 
 
@@ -688,3 +714,82 @@ def test_a_page_and_socket_sharing_a_first_segment(
         assert len(streams) == 1
         assert '"GET /__wsse/events ' in streams[0]
         tab.assert_clean(expected=failed_native_attempt)
+
+
+# --- 5. gateways that break the fallback's stream or the socket's query ----------------
+
+
+def poll_requests(gw: NginxGateway) -> list[str]:
+    return [
+        r["line"]
+        for r in log_requests(gw)
+        if r["method"] == "GET" and r["target"].split("?")[0].endswith("/__wsse/poll")
+    ]
+
+
+def test_a_gateway_that_holds_the_stream_back_moves_the_page_to_long_polls(
+    tab: Tab, wsse_port: int, tmp_path: Path, app_port: int
+) -> None:
+    with nginx_gateway("buffer", wsse_port, tmp_path) as gw:
+        page = tab.page
+        page.goto(f"{gw.url}plain")
+        tab.assert_shim_ran()
+        first = open_and_echo(tab, "ws/echo?id=buffer-a", "ws/echo?id=buffer-b")
+        assert first["transports"] == ["fallback", "fallback"]
+        remembered = page.evaluate("sessionStorage.getItem('wsse:poll')")
+        assert remembered is not None and remembered.isdigit()
+        for _ in range(3):
+            assert tab.run(ECHO_ALL) == {"open": 2, "ok": True}
+        assert len(app_json(app_port, "/handshakes?id=buffer-a")) == 1
+        # The one event stream tried was given up for polls, which get through.
+        assert len(settled(lambda: event_streams(gw), at_least=1)) == 1
+        assert len(poll_requests(gw)) >= 3
+        assert all('" 200 ' in line for line in poll_requests(gw))
+
+        # The next page load in the tab polls from the start.
+        page.goto(f"{gw.url}plain")
+        tab.assert_shim_ran()
+        second = open_and_echo(tab, "ws/echo?id=buffer-c")
+        assert second["transports"] == ["fallback"]
+        assert second["session"] != first["session"]
+        assert tab.run(ECHO_ALL) == {"open": 1, "ok": True}
+        assert len(event_streams(gw)) == 1, "the reloaded page tried a stream again"
+        tab.assert_clean(expected=failed_native_attempt)
+
+
+DIRECT_SCRIPT = r"""
+const url = new URL(arg, location.href);
+url.protocol = "ws:";
+const ws = new window.__wsse.NativeWebSocket(url.href);
+await new Promise((resolve, reject) => {
+  ws.onopen = resolve;
+  ws.onclose = (e) => reject(new Error("closed " + e.code));
+});
+ws.close();
+return ws.url;
+"""
+
+
+def test_a_gateway_that_drops_the_query_of_upgrades_still_gets_native_sockets(
+    tab: Tab, wsse_port: int, tmp_path: Path, app_port: int
+) -> None:
+    with nginx_gateway("noquery", wsse_port, tmp_path) as gw:
+        page = tab.page
+        page.goto(f"{gw.url}plain")
+        tab.assert_shim_ran()
+        # The browser's own socket, dialled as the page wrote it, loses its query.
+        tab.run(DIRECT_SCRIPT, "ws/echo?id=noquery-direct")
+        assert app_json(app_port, "/handshakes?id=noquery-direct") == []
+
+        r = open_and_echo(tab, "ws/echo?id=noquery-a&x=%20y%2F", "ws/echo?id=noquery-b")
+        assert r["transports"] == ["native", "native"]
+        assert r["urls"][0] == f"ws://127.0.0.1:{gw.port}/ws/echo?id=noquery-a&x=%20y%2F"
+        (handshake,) = app_json(app_port, "/handshakes?id=noquery-a")
+        assert handshake["path"] == "/ws/echo"
+        assert handshake["params"] == {"id": ["noquery-a"], "x": [" y/"]}
+        assert r["session"] is None
+        assert tab.run(CLOSE_ALL) == 2
+        upgrades = settled(lambda: native_attempts(gw, "/ws/echo"), at_least=3)
+        assert len(upgrades) == 3 and all('" 101 ' in line for line in upgrades)
+        assert fallback_requests(gw) == []
+        tab.assert_clean()

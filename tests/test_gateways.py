@@ -327,6 +327,38 @@ def test_strip_without_buffering(wsse_app: int, tmp_path: Path) -> None:
         assert_streamed(arrivals(gw.port, "/stream"))
 
 
+# --- nginx: buffer ------------------------------------------------------------
+
+
+def test_buffer_holds_a_stream_back_even_when_it_opts_out(wsse_app: int, tmp_path: Path) -> None:
+    with nginx_gateway("buffer", upstream_port=wsse_app, tmp_path=tmp_path) as gw:
+        assert "proxy_ignore_headers X-Accel-Buffering;" in gw.config
+        assert_buffered(arrivals(gw.port, "/stream?accel=no", gzip=True))
+
+
+def test_buffer_fails_websocket(demo: int, tmp_path: Path) -> None:
+    with nginx_gateway("buffer", upstream_port=demo, tmp_path=tmp_path) as gw:
+        websocket_refused(f"ws://127.0.0.1:{gw.port}/ws")
+
+
+# --- nginx: noquery -----------------------------------------------------------
+
+
+def test_noquery_drops_the_query_of_upgrades_only(app: int, tmp_path: Path) -> None:
+    with nginx_gateway("noquery", upstream_port=app, tmp_path=tmp_path) as gw:
+        upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
+        seen = echoed(gw.port, "/ws/a%2Fb?token=1&x=%20", upgrade)
+        assert seen["path"] == "/ws/a%2Fb"
+        assert seen["header"]["upgrade"] == "websocket"
+        assert echoed(gw.port, "/page/a%2Fb?token=1&x=%20")["path"] == "/page/a%2Fb?token=1&x=%20"
+
+
+def test_noquery_passes_websocket(demo: int, tmp_path: Path) -> None:
+    with nginx_gateway("noquery", upstream_port=demo, tmp_path=tmp_path) as gw:
+        chat(f"ws://127.0.0.1:{gw.port}/ws?room=1")
+        wait_until(lambda: any('"GET /ws?room=1 HTTP/1.1" 101' in line for line in gw.access_log()))
+
+
 # --- nginx: prefix ------------------------------------------------------------
 
 

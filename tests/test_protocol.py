@@ -37,6 +37,7 @@ def test_the_shim_and_the_server_agree_on_names() -> None:
     assert int(shim_constant("SESSION_GONE")) == _protocol.SESSION_GONE
     for name in [
         _protocol.EVENTS_ENDPOINT,
+        _protocol.POLL_ENDPOINT,
         _protocol.SEND_ENDPOINT,
         _protocol.EVENT_SESSION,
         _protocol.EVENT_OPEN,
@@ -59,6 +60,37 @@ def test_the_shim_and_the_server_agree_on_names() -> None:
         and f"{_protocol.FORCE_COOKIE}={_protocol.FORCE_VALUE}" in SHIM
     )
     assert f'window, "{_protocol.SHIM_GLOBAL}"' in SHIM
+    assert f'"{_protocol.CARRIED_ENDPOINT.decode()}/"' in SHIM
+
+
+PATHS = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=300).map(
+    lambda rest: "/" + rest
+)
+
+
+@given(PATHS)
+def test_a_carried_url_decodes_to_the_path_and_query_the_shim_encoded(url: str) -> None:
+    # What the shim does: btoa, then base64url without padding.
+    segment = base64.b64encode(url.encode()).translate(bytes.maketrans(b"+/", b"-_")).rstrip(b"=")
+    assert _protocol.decode_carried(segment) == url.encode()
+
+
+@given(st.binary(max_size=100))
+def test_any_segment_decodes_to_a_path_or_is_refused_cleanly(segment: bytes) -> None:
+    try:
+        url = _protocol.decode_carried(segment)
+    except ValueError:
+        return
+    assert url.startswith(b"/") and all(0x21 <= c <= 0x7E for c in url)
+
+
+@pytest.mark.parametrize(
+    "segment",
+    [b"", b"L3dz=", b"L3dz/", b"L3dz+", b"d3M", base64.urlsafe_b64encode(b"/a b").rstrip(b"=")],
+)
+def test_malformed_carried_urls_are_refused(segment: bytes) -> None:
+    with pytest.raises(ValueError):
+        _protocol.decode_carried(segment)
 
 
 FRAMES = st.lists(

@@ -7,21 +7,28 @@ message relay that offers permessage-deflate (C{--ws-deflate}).
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
 from twisted.internet import defer, reactor, task
 
-from tests.support.clients import http, parse_response, raw_connection, ws_connect
+from tests.support.clients import carried, http, parse_response, raw_connection, ws_connect
 from tests.support.harness import ProxyTestCase
 
 
 class RelayTests:
-    """Mixed into a ProxyTestCase; C{deflate} says which relay is under test."""
+    """
+    Mixed into a ProxyTestCase; C{deflate} says which relay is under test, and
+    C{carried} whether sockets dial with their query carried in the path.
+    """
 
     deflate = False
+    carried = False
 
     async def connect(self, path: str = "/ws/echo", **kwargs: Any) -> Any:
+        if self.carried:
+            path = carried(path)
         return await ws_connect(self.port, path, deflate=self.deflate, **kwargs)  # type: ignore[attr-defined]
 
     async def close(
@@ -244,6 +251,34 @@ class Deflate(RelayTests, ProxyTestCase):
         client.sendMessage(b"hi")
         self.assertEqual(await client.messages.get(), (b"hi", False))
         await self.close(client)
+
+
+class CarriedSplice(RelayTests, ProxyTestCase):
+    """Every relay test again, each socket's URL carried in the path."""
+
+    carried = True
+
+    async def test_anything_but_a_carried_url_is_refused(self) -> None:
+        upgrade = UPGRADE.replace(b"/plain", b"%s").replace(b"Upgrade\r\n", b"Upgrade, close\r\n")
+        for target, status in [
+            (carried("/ws/echo?a=1").encode() + b"?b=2", 400),  # a query of its own
+            (carried("/ws/echo?a=1").encode() + b"/more", 400),
+            (b"/__wsse/ws/" + base64.b64encode(b"/ws/echo?a=1>>>"), 400),  # not base64url
+            (carried("ws/echo?no-slash").encode(), 400),
+            (carried("/ws/echo?a=\x01").encode(), 400),  # a control character
+        ]:
+            client = await raw_connection(self.port, upgrade.replace(b"%s", target))
+            response = parse_response(await client.done)
+            self.assertEqual(response.status, status, target)
+        plain = await http(self.port, target=carried("/ws/echo?a=1").encode())
+        self.assertEqual(plain.status, 400)
+        self.assertEqual(self.ws.uris, [])
+
+
+class CarriedDeflate(RelayTests, ProxyTestCase):
+    deflate = True
+    carried = True
+    overrides = {"ws_deflate": True}
 
 
 class DeflateLimits(ProxyTestCase):

@@ -26,7 +26,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from wsse import _logging, _protocol
-from wsse._eventstream import EventStream
+from wsse._eventstream import EventPoll, EventStream
 from wsse._forwarding import upstream_request_headers
 from wsse._sessions import FrameOutOfOrder, PageState, PageStore
 from wsse._settings import Settings
@@ -93,7 +93,8 @@ class Bridge(Resource):
         self.connector = connector
         self.store = store
         self._pages: dict[str, Page] = {}
-        self.putChild(_protocol.EVENTS_ENDPOINT, _Events(self))
+        self.putChild(_protocol.EVENTS_ENDPOINT, _Events(self, poll=False))
+        self.putChild(_protocol.POLL_ENDPOINT, _Events(self, poll=True))
         self.putChild(_protocol.SEND_ENDPOINT, _Send(self))
 
     def page_for(self, request: Request) -> Page | None:
@@ -118,11 +119,14 @@ class Bridge(Resource):
 
 
 class _Events(Resource):
+    """The page's events: an event stream, or one long-poll at a time."""
+
     isLeaf = True
 
-    def __init__(self, bridge: Bridge) -> None:
+    def __init__(self, bridge: Bridge, poll: bool) -> None:
         super().__init__()
         self._bridge = bridge
+        self._poll = poll
 
     def render_GET(self, request: Request) -> bytes | int:
         bridge = self._bridge
@@ -141,9 +145,17 @@ class _Events(Resource):
         if not page.resumable_from(last_id):
             page.end("the page asked to resume from an event no longer kept", 1006)
             return _plain(request, _protocol.SESSION_GONE, b"the session could not resume\n")
-        stream = EventStream(
-            request, bridge.clock, bridge.settings.heartbeat, page.browser_pace, page.stream_lost
-        )
+        stream: EventStream | EventPoll
+        if self._poll:
+            stream = EventPoll(request, bridge.clock, bridge.settings.heartbeat, page.stream_lost)
+        else:
+            stream = EventStream(
+                request,
+                bridge.clock,
+                bridge.settings.heartbeat,
+                page.browser_pace,
+                page.stream_lost,
+            )
         page.attach(stream, last_id)
         return NOT_DONE_YET
 
@@ -193,7 +205,7 @@ class Page:
         self.bridge = bridge
         self.state = state
         self.sockets: dict[int, PageSocket] = {}
-        self._stream: EventStream | None = None
+        self._stream: EventStream | EventPoll | None = None
         self._grace: IDelayedCall | None = None
         self._browser_slow = False
         self._paused = False
@@ -205,7 +217,7 @@ class Page:
     def resumable_from(self, last_id: int) -> bool:
         return self.state.events_after(last_id) is not None
 
-    def attach(self, stream: EventStream, last_id: int) -> None:
+    def attach(self, stream: EventStream | EventPoll, last_id: int) -> None:
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
@@ -225,15 +237,16 @@ class Page:
             return
         self.acknowledge(last_id)
         replay = self.state.events_after(last_id) or []
-        _log.info(
-            "fallback event stream resumed after event {last_id}, {count} events replayed",
-            last_id=last_id,
-            count=len(replay),
-        )
+        if isinstance(stream, EventStream):  # a poll coming back is routine
+            _log.info(
+                "fallback event stream resumed after event {last_id}, {count} events replayed",
+                last_id=last_id,
+                count=len(replay),
+            )
         for encoded in replay:
             stream.send(encoded)
 
-    def stream_lost(self, stream: EventStream) -> None:
+    def stream_lost(self, stream: EventStream | EventPoll) -> None:
         if stream is not self._stream:
             return
         self._stream = None

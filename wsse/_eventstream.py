@@ -1,11 +1,18 @@
 """
-One open event-stream response, from its headers to its end.
+How events reach a page: an event stream, or, where a gateway holds streams
+back, a long-poll.
 
 Long-lived responses need what a plain response does not: headers and a
 preamble written at once (so the browser and every intermediary see the
 stream start), heartbeats that keep idle-cutting gateways and HTTP/2's idle
 timer quiet, events written together when several come in one turn, and the
 browser's reading pace reported back so the bridge can hold the app back.
+
+A long-poll (L{EventPoll}) is the same events in a response that ends as soon
+as it has some, or after a while with none: a gateway that buffers a response
+until it ends (nginx with gzip on, or with X-Accel-Buffering ignored) still
+passes each one on.  Both offer C{send}, C{close} and C{open}, so the bridge
+treats them alike.
 """
 
 from __future__ import annotations
@@ -108,3 +115,67 @@ class EventStream:
 
     def stopProducing(self) -> None:
         pass  # the connection is going away; notifyFinish reports it
+
+
+# A poll is answered once this much is waiting: a page far behind catches up
+# over several polls rather than in one answer as big as the replay buffer.
+_POLL_ANSWER_LIMIT = 1 << 20
+
+
+class EventPoll:
+    """
+    One long-poll: the events the page has not seen, or the first ones to come
+    within C{hold} seconds, or nothing by then.
+
+    @param lost: called once when the poll is over, answered or not.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        clock: IReactorTime,
+        hold: float,
+        lost: Callable[[EventPoll], None],
+    ) -> None:
+        self._request = request
+        self._clock = clock
+        self._lost = lost
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._answer_call: IDelayedCall | None = None
+        self.open = True
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache, no-transform")
+        request.notifyFinish().addBoth(self._finished)
+        self._hold = clock.callLater(hold, self.close)
+
+    def send(self, data: bytes) -> None:
+        """Queue an event: the poll is answered with everything queued in this turn."""
+        if not self.open:
+            return
+        self._pending.append(data)
+        self._size += len(data)
+        if self._size >= _POLL_ANSWER_LIMIT:
+            self.close()
+        elif self._answer_call is None:
+            self._answer_call = self._clock.callLater(0, self.close)
+
+    def close(self) -> None:
+        """Answer the poll with what is queued (perhaps nothing)."""
+        if not self.open:
+            return
+        self._stop()
+        if self._pending:
+            self._request.write(b"".join(self._pending))
+            self._pending = []
+        self._request.finish()
+
+    def _stop(self) -> None:
+        self.open = False
+        for call in (self._hold, self._answer_call):
+            if call is not None and call.active():
+                call.cancel()
+
+    def _finished(self, result: object) -> None:
+        self._stop()
+        self._lost(self)

@@ -12,6 +12,8 @@ the server (Server-Sent Events) and one channel of POSTs to it.
 Event stream: C{GET <base>events}, with C{X-WSSE-Session} once the page has a
 session and C{Last-Event-ID} when resuming.  Every event has an C{id:} (one
 sequence per session), an C{event:} name and one C{data:} line of JSON.
+Where a gateway holds the stream back, C{GET <base>poll} takes the same
+headers and answers with the same events, ending as soon as it has some.
 
 POST channel: C{POST <base>send}, with C{X-WSSE-Session}, C{X-WSSE-Ack} (the
 last event id the page has) and a body of frames: an 8-byte sequence number
@@ -31,7 +33,13 @@ from dataclasses import dataclass
 # where wsse is mounted (the site root, or a child such as /app/).
 ENDPOINT_SEGMENT = b"__wsse"
 EVENTS_ENDPOINT = b"events"
+# The same events by long-poll, for gateways that hold a stream back.
+POLL_ENDPOINT = b"poll"
 SEND_ENDPOINT = b"send"
+# A native WebSocket whose URL has a query, with that URL (path and query, as
+# the page's frames name it) in the path instead: <base>ws/<base64url, no
+# padding>.  Some gateways drop the query of an upgrade request.
+CARRIED_ENDPOINT = b"ws"
 
 # Attribute on the injected <script> carrying the per-page configuration, as
 # URL-encoded key=value pairs (see _shim.script_tag):
@@ -173,6 +181,19 @@ def parse_open(payload: bytes) -> OpenRequest:
         return OpenRequest(url.encode("utf-8"), protocols)
     except (ValueError, KeyError, TypeError) as e:
         raise MalformedFrames(f"bad open frame: {e}") from None
+
+
+_BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def decode_carried(segment: bytes) -> bytes:
+    """The URL carried in a L{CARRIED_ENDPOINT} path segment; C{ValueError} if it is not one."""
+    if not segment or segment.translate(None, _BASE64URL):
+        raise ValueError("not base64url")
+    url = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    if not url.startswith(b"/") or any(c < 0x21 or c > 0x7E for c in url):
+        raise ValueError("not a path and query")
+    return url
 
 
 def parse_close(payload: bytes) -> tuple[int | None, str]:

@@ -18,8 +18,9 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from wsse._bridge import Bridge
+from wsse._carriedquery import CarriedQuerySocket
 from wsse._passthrough import Passthrough
-from wsse._protocol import ENDPOINT_SEGMENT
+from wsse._protocol import CARRIED_ENDPOINT, ENDPOINT_SEGMENT
 from wsse._sessions import MemoryPageStore, PageStore
 from wsse._settings import Settings
 from wsse._target import Target
@@ -90,6 +91,7 @@ class WSSEResource(Resource):
             DeflatingWebSocketRelay(settings, connector) if settings.ws_deflate else None
         )
         self._bridge = Bridge(settings, reactor, connector, store or MemoryPageStore())
+        self._carried = CarriedQuerySocket(self._upgrade_relay)
 
     def close(self) -> Deferred[None]:
         """End the fallback's page sessions and close idle connections to the app."""
@@ -103,12 +105,17 @@ class WSSEResource(Resource):
             # An absolute URL or a fragment is not a path on the app.
             return errorPage(400, "Bad Request", "The request target must be a path.")
         if path == ENDPOINT_SEGMENT:
+            if (request.postpath or [])[:1] == [CARRIED_ENDPOINT]:
+                return self._carried
             return self._bridge
         if is_websocket_upgrade(request):
-            if self._deflating is not None and offers_deflate(request):
-                return self._deflating
-            return self._splice
+            return self._upgrade_relay(request)
         return self._passthrough
+
+    def _upgrade_relay(self, request: Request) -> WebSocketSplice | DeflatingWebSocketRelay:
+        if self._deflating is not None and offers_deflate(request):
+            return self._deflating
+        return self._splice
 
     def render(self, request: Request) -> bytes:
         """The mount point itself (C{/app} without its slash): nginx's redirect to C{/app/}."""

@@ -54,7 +54,7 @@ class _RelayFactory(WebSocketServerFactory):
         self.protocol = _BrowserSocket
         self.settings = settings
         self.connector = connector
-        self.pending_request: Request | None = None
+        self.pending: tuple[Request, bytes] | None = None
         self.setProtocolOptions(
             perMessageCompressionAccept=_accept_deflate,
             # The browser waits while wsse dials the app and completes its handshake.
@@ -72,8 +72,8 @@ class _RelayFactory(WebSocketServerFactory):
 
     def buildProtocol(self, addr: IAddress | None) -> _BrowserSocket:  # type: ignore[override]
         protocol = cast(_BrowserSocket, super().buildProtocol(addr))
-        assert self.pending_request is not None
-        protocol.http_request, self.pending_request = self.pending_request, None
+        assert self.pending is not None
+        (protocol.http_request, protocol.upstream_path), self.pending = self.pending, None
         return protocol
 
 
@@ -84,15 +84,20 @@ class DeflatingWebSocketRelay(WebSocketResource):
         super().__init__(_RelayFactory(settings, connector))
 
     def render(self, request: Request) -> Any:
+        return self.relay(request, split_mount(request)[1])
+
+    def relay(self, request: Request, upstream_path: bytes) -> Any:
+        """Relay the upgrade to C{upstream_path} (path and query, below the target's base path)."""
         # autobahn builds the protocol inside render; it needs the twisted.web
         # request for the raw headers, which autobahn's own copy has joined.
-        self._factory.pending_request = request
+        self._factory.pending = (request, upstream_path)
         return super().render(request)
 
 
 class _BrowserSocket(WebSocketServerProtocol):
     factory: _RelayFactory
     http_request: Request
+    upstream_path: bytes
 
     def __init__(self) -> None:
         super().__init__()
@@ -105,10 +110,11 @@ class _BrowserSocket(WebSocketServerProtocol):
         # autobahn waits on a Deferred here: the browser's handshake is answered
         # once the app has answered its own.
         settings = self.factory.settings
-        _mount, path = split_mount(self.http_request)
         headers = upstream_request_headers(self.http_request, settings)
         self._offered = list(request.protocols)
-        handshake = Handshake.from_headers(settings.target.base_path + path, headers, self._offered)
+        handshake = Handshake.from_headers(
+            settings.target.base_path + self.upstream_path, headers, self._offered
+        )
         self._answer = defer.Deferred()
         self._connecting = self.factory.connector.connect(handshake, self)
         self._connecting.addCallbacks(self._dialled, self._cannot_connect)

@@ -71,8 +71,11 @@ class WebSocketSplice(Resource):
         self._clock = clock
 
     def render(self, request: Request) -> int:
+        return self.relay(request, split_mount(request)[1])
+
+    def relay(self, request: Request, upstream_path: bytes) -> int:
+        """Relay the upgrade to C{upstream_path} (path and query, below the target's base path)."""
         settings = self._settings
-        _mount, upstream_path = split_mount(request)
         headers = websocket_handshake_headers(request, settings)
         handshake = _handshake(
             request.method,

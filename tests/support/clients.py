@@ -8,6 +8,7 @@ and chunk boundaries that a convenient client would hide.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +127,12 @@ class WSClient(WebSocketClientProtocol):  # type: ignore[misc]
         if not self.opened.called:
             self.opened.errback(Failure(ConnectionError(reason)))
         self.closed.callback((wasClean, code, reason))
+
+
+def carried(url: str, mount: str = "/") -> str:
+    """The path the shim dials for a native socket to C{url} (path and query)."""
+    encoded = base64.urlsafe_b64encode(url.encode()).rstrip(b"=").decode()
+    return f"{mount}__wsse/ws/{encoded}"
 
 
 async def ws_connect(

@@ -30,6 +30,15 @@ of an hour so long streams are not cut.  Kinds:
     prefix is a 404 from nginx.
   - C{"prefix-relay"}: the prefix mount, relaying WebSocket and with
     C{proxy_buffering off}, like C{"relay"}.
+  - C{"buffer"}: like C{"strip"}, and holding small events back: buffering on
+    with C{X-Accel-Buffering} ignored (C{proxy_ignore_headers}), and gzip on
+    for event streams.  gzip keeps a trickle in its deflate state until its
+    buffers fill or the response ends, so an event stream delivers nothing
+    for a long while (not even its 2 KiB preamble, which compresses to a few
+    bytes); a long-poll, which ends, gets through.
+  - C{"noquery"}: like C{"relay"}, but a WebSocket upgrade reaches the upstream
+    without its query string (C{/ws?token=1} as C{/ws}), as users report of
+    SageMaker Studio.  Plain requests keep theirs.
 
 Every kind takes C{compress=True}: nginx gzips responses (C{text/event-stream}
 and JSON included) for clients that accept gzip, as some gateways do.  With
@@ -66,7 +75,7 @@ from tests.support.processes import free_port, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
-KINDS = ("relay", "strip", "prefix", "prefix-relay")
+KINDS = ("relay", "strip", "prefix", "prefix-relay", "buffer", "noquery")
 
 DEFAULT_PREFIX = "/proxy/8081"
 
@@ -106,6 +115,16 @@ http {{
     map $http_upgrade $connection_upgrade {{
         default upgrade;
         ''      close;
+    }}
+
+    # The request's raw path without its query, and what the "noquery" kind
+    # asks the upstream for: that, for an upgrade, else the whole target.
+    map $request_uri $request_path {{
+        "~^(?<path>[^?]*)" $path;
+    }}
+    map $http_upgrade $noquery_target {{
+        default $request_path;
+        ''      $request_uri;
     }}
 
 {gzip}
@@ -151,7 +170,7 @@ def nginx_config(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown gateway kind {kind!r}, expected one of {KINDS}")
-    relays = kind in ("relay", "prefix-relay")
+    relays = kind in ("relay", "prefix-relay", "noquery")
     if buffering is None:
         buffering = not relays
     if relays:
@@ -160,10 +179,14 @@ def nginx_config(
         upgrade, connection = '""', '""'
     # Left at nginx's default (on) when buffering, so X-Accel-Buffering: no is honoured.
     buffering_line = "" if buffering else "            proxy_buffering off;\n"
+    if kind == "buffer":
+        buffering_line = "            proxy_ignore_headers X-Accel-Buffering;\n"
+        compress = True
     prefixed = kind.startswith("prefix")
+    target = "/" if prefixed else "$noquery_target" if kind == "noquery" else ""
     proxy = _PROXY.format(
         upstream=upstream_port,
-        target="/" if prefixed else "",
+        target=target,
         upgrade=upgrade,
         connection=connection,
         read_timeout=read_timeout,

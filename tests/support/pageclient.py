@@ -32,12 +32,14 @@ class SSEParser:
 
     def __init__(self) -> None:
         self._buffer = b""
+        self.size = 0
         self.comments = 0
         self.start = b""  # the first bytes, for looking at the preamble
 
     def feed(self, data: bytes) -> list[Event]:
         if len(self.start) < 4096:
             self.start += data[: 4096 - len(self.start)]
+        self.size += len(data)
         self._buffer += data
         events = []
         while b"\n\n" in self._buffer:
@@ -66,12 +68,15 @@ class _Stream(Protocol):
         self._deliver = deliver
         self._head = b""
         self.headers: dict[bytes, bytes] = {}
+        self.code = 0
         self.parser = SSEParser()
         self.status: defer.Deferred[int] = defer.Deferred()
+        self.reached: defer.Deferred[None] = defer.Deferred()
         self.done: defer.Deferred[None] = defer.Deferred()
 
     def connectionMade(self) -> None:
         self.transport.write(self._request)
+        self.reached.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
         if not self.status.called:
@@ -83,7 +88,8 @@ class _Stream(Protocol):
             for line in lines[1:]:
                 name, _, value = line.partition(b":")
                 self.headers[name.strip().lower()] = value.strip()
-            self.status.callback(int(lines[0].split()[1]))
+            self.code = int(lines[0].split()[1])
+            self.status.callback(self.code)
         if data:
             self._deliver(self.parser.feed(data))
 
@@ -94,10 +100,17 @@ class _Stream(Protocol):
 
 
 class PageClient:
-    """One page session: an event stream and a POST channel, like the shim's."""
+    """
+    One page session: an event stream (or, with C{polling}, one long-poll
+    after another) and a POST channel, like the shim's.
+    """
 
-    def __init__(self, port: int, mount: str = "/") -> None:
+    def __init__(self, port: int, mount: str = "/", polling: bool = False) -> None:
         self.port = port
+        self.polling = polling
+        self.polls = 0  # polls answered
+        self.poll_sizes: list[int] = []  # each answer's body, in bytes
+        self._stopped = False
         self.path = mount.encode() + b"__wsse/"
         self.base = f"http://127.0.0.1:{port}{mount}__wsse/"
         self.pool = HTTPConnectionPool(reactor, persistent=False)
@@ -112,21 +125,44 @@ class PageClient:
         self.headers = {b"Origin": [b"http://page.example"], b"User-Agent": [b"PageClient/1.0"]}
 
     async def connect(self) -> int:
-        """Open (or resume) the event stream; its status."""
-        headers = dict(self.headers)
-        if self.session is not None:
-            headers[_protocol.SESSION_HEADER] = [self.session.encode()]
-            headers[_protocol.LAST_EVENT_ID_HEADER] = [b"%d" % self.last_id]
-        lines = [b"GET " + self.path + b"events HTTP/1.0", b"Host: 127.0.0.1:%d" % self.port]
-        lines += [name + b": " + value for name, values in headers.items() for value in values]
-        self.stream = _Stream(b"\r\n".join(lines) + b"\r\n\r\n", self._received)
-        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), self.stream)
-        status = await self.stream.status
+        """Open (or resume) the event stream, or start polling; the first status."""
+        self._stopped = False
+        status = await self._request()
+        if status == 200 and self.polling:
+            self._poll_again()
         if status == 200 and self.session is None:
             hello = await self.events.get()
             assert hello.name == "session", hello
             self.session = hello.data["session"]
         return status
+
+    async def _request(self) -> int:
+        headers = dict(self.headers)
+        if self.session is not None:
+            headers[_protocol.SESSION_HEADER] = [self.session.encode()]
+            headers[_protocol.LAST_EVENT_ID_HEADER] = [b"%d" % self.last_id]
+        endpoint = _protocol.POLL_ENDPOINT if self.polling else _protocol.EVENTS_ENDPOINT
+        lines = [b"GET " + self.path + endpoint + b" HTTP/1.0", b"Host: 127.0.0.1:%d" % self.port]
+        lines += [name + b": " + value for name, values in headers.items() for value in values]
+        self.stream = _Stream(b"\r\n".join(lines) + b"\r\n\r\n", self._received)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), self.stream)
+        return await self.stream.status
+
+    def _poll_again(self) -> None:
+        """When this poll is answered, the next one goes, as the shim's do."""
+        assert self.stream is not None
+
+        stream = self.stream
+
+        def answered(_: object) -> None:
+            self.polls += 1
+            self.poll_sizes.append(stream.parser.size)
+            if not self._stopped:
+                defer.ensureDeferred(self._request()).addCallback(
+                    lambda status: self._poll_again() if status == 200 else None
+                )
+
+        self.stream.done.addCallback(answered)
 
     def _received(self, events: list[Event]) -> None:
         for event in events:
@@ -140,8 +176,10 @@ class PageClient:
                 self.events.put(event)
 
     async def drop_stream(self) -> None:
-        """Cut the event stream, as a gateway would, and wait until it is gone."""
+        """Cut the event stream (or stop polling), as a gateway would, and wait until it is gone."""
         assert self.stream is not None
+        self._stopped = True
+        await self.stream.reached
         self.stream.transport.abortConnection()
         await self.stream.done
 
@@ -185,6 +223,7 @@ class PageClient:
         return event
 
     async def close(self) -> None:
+        self._stopped = True
         if self.stream is not None and not self.stream.done.called:
             await self.drop_stream()
         await self.pool.closeCachedConnections()

@@ -55,7 +55,11 @@ def rss_kib(pid: int) -> int:
 
 @contextmanager
 def running(
-    args: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None
+    args: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    timeout: float = 20.0,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server process until the block ends; wait until it listens on C{port}."""
     output = open(log, "wb") if log is not None else subprocess.DEVNULL
@@ -67,7 +71,7 @@ def running(
         cwd=ROOT,
     )
     try:
-        wait_for_port(port, process=process)
+        wait_for_port(port, timeout, process=process)
         yield process
     finally:
         process.terminate()

@@ -69,6 +69,7 @@
     } else if (asked === "native") {
       store.removeItem(FORCE_KEY);
       store.removeItem(VERDICT_KEY);
+      store.removeItem(POLLING_KEY);
     }
   })();
 
@@ -85,8 +86,10 @@
     return Boolean(at) && Date.now() - at < REPROBE_MS;
   }
 
-  /* A native socket failed and a fallback socket then opened: WebSocket is
-   * blocked on the way, for this page and, for a while, this origin. */
+  /* A native socket failed and a fallback socket then opened, or an open
+   * native socket was cut (1006: no close frame came): WebSocket is blocked
+   * or torn down on the way, for this page and, for a while, this tab.  The
+   * fallback resumes across cuts; the app's reconnect takes it. */
   function provenBlocked() {
     pageVerdictAt = Date.now();
     var store = storage();
@@ -187,6 +190,18 @@
     return path;
   }
 
+  /* The URL the browser's own socket dials.  A query goes in the path, under
+   * wsse's endpoints: some gateways drop the query of an upgrade request. */
+  function nativeURL(parsed, path) {
+    if (path === null || !parsed.search) {
+      return parsed.href;
+    }
+    var carried = btoa(path).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    var url = new URL("ws/" + carried, endpoints);
+    url.protocol = parsed.protocol;
+    return url.href;
+  }
+
   /* ---- The native transport ---------------------------------------------- */
 
   /* The browser's own socket.  Until it opens it is a probe: if it fails
@@ -252,6 +267,9 @@
         return;
       }
       clearTimeout(timer);
+      if (event.code === 1006 && path !== null && !state.closeRequested) {
+        provenBlocked();
+      }
       owner.dispatchEvent(new CloseEvent("close", {
         code: event.code,
         reason: event.reason,
@@ -482,6 +500,23 @@
   var ACK_EVERY = 64;
   var ACK_AFTER_MS = 1000;
   var IDLE_END_MS = 5000;
+  /* An event stream must show its first bytes (its preamble) within this
+   * time, or the page switches to long-polls. */
+  var PREAMBLE_MS = 2000;
+  var POLLING_KEY = "wsse:poll";
+
+  function rememberPolling() {
+    var store = storage();
+    if (store) {
+      store.setItem(POLLING_KEY, String(Date.now()));
+    }
+  }
+
+  function rememberedPolling() {
+    var store = storage();
+    var at = store && Number(store.getItem(POLLING_KEY));
+    return Boolean(at) && Date.now() - at < REPROBE_MS;
+  }
 
   var session = null;
 
@@ -511,6 +546,8 @@
     this.postFailingSince = null;
     this.lastBytesAt = 0;
     this.controller = null;
+    this.polling = rememberedPolling();
+    this.started = false;
     this.ackTimer = null;
     this.idleTimer = null;
     this.connect();
@@ -553,12 +590,23 @@
       var controller = new AbortController();
       this.controller = controller;
       this.lastBytesAt = Date.now();
+      var polling = this.polling;
+      var answered = false;
       var watchdog = setInterval(function () {
         if (Date.now() - session.lastBytesAt > session.watchdogMs) {
-          controller.abort(); /* a stream gone silent: a gateway lost it */
+          controller.abort(); /* a stream gone silent, or a poll never answered: lost */
         }
-      }, 1000);
-      fetch(endpoints + "events", {
+        if (!polling && !session.started && Date.now() - session.lastBytesAt > PREAMBLE_MS) {
+          /* Headers but not even the preamble: a gateway holds the stream
+           * back (buffering, compressing).  Long-polls get through it. */
+          session.polling = true;
+          rememberPolling();
+          answered = true; /* no back-off: poll at once */
+          controller.abort();
+        }
+      }, 250);
+      this.started = false;
+      fetch(endpoints + (polling ? "poll" : "events"), {
         headers: headers,
         cache: "no-store",
         credentials: "same-origin",
@@ -570,12 +618,15 @@
         }
         var type = response.headers.get("Content-Type") || "";
         if (!response.ok || !response.body || type.indexOf("text/event-stream") !== 0) {
-          throw new Error("event stream answered " + response.status + " " + type);
+          throw new Error("events answered " + response.status + " " + type);
         }
         session.downSince = null;
-        return session.read(response.body.getReader());
+        session.lastBytesAt = Date.now();
+        return session.read(response.body.getReader()).then(function () {
+          answered = polling;
+        });
       }).catch(function () {
-        /* a dropped stream: resumed below */
+        /* a dropped stream or a failed poll: resumed below */
       }).then(function () {
         clearInterval(watchdog);
         if (session.downSince === null) {
@@ -586,14 +637,17 @@
            * app's sockets go, so the page's sockets fail too. */
           session.fail();
         }
-        if (!session.ended) {
-          session.streamRetryMs = Math.min(Math.max(session.streamRetryMs * 2, 100), 5000);
-          setTimeout(function () {
-            if (!session.ended) {
-              session.connect();
-            }
-          }, session.streamRetryMs);
+        if (session.ended) {
+          return;
         }
+        /* The next poll goes at once; a stream that dropped comes back after
+         * a pause that grows while it keeps failing. */
+        session.streamRetryMs = answered ? 0 : Math.min(Math.max(session.streamRetryMs * 2, 100), 5000);
+        setTimeout(function () {
+          if (!session.ended) {
+            session.connect();
+          }
+        }, session.streamRetryMs);
       });
     },
 
@@ -607,6 +661,7 @@
           return null;
         }
         session.lastBytesAt = Date.now();
+        session.started = true;
         /* A line's end is looked for only in what just arrived: a long line
          * (a 16 MiB message) is not scanned again at each chunk. */
         var scanFrom = buffer.length;
@@ -897,7 +952,7 @@
       if (path !== null && fallbackFirst()) {
         state.transport = new FallbackTransport(this, state, path, false);
       } else {
-        state.transport = new NativeTransport(this, state, parsed.href, protocols === undefined ? undefined : list, path);
+        state.transport = new NativeTransport(this, state, nativeURL(parsed, path), protocols === undefined ? undefined : list, path);
       }
     }
 
