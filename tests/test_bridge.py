@@ -109,7 +109,7 @@ class Sockets(BridgeTestCase):
         headers = handshake.headers
         self.assertEqual(headers["cookie"], "session=s3cr3t")
         self.assertEqual(headers["authorization"], "Bearer t0k3n")
-        self.assertEqual(headers["origin"], "http://page.example")
+        self.assertEqual(headers["origin"], f"http://127.0.0.1:{self.port}")
         self.assertEqual(headers["user-agent"], "PageClient/1.0")
         self.assertEqual(headers["host"], f"127.0.0.1:{self.port}")
         self.assertEqual(headers["x-forwarded-for"], "127.0.0.1")

@@ -13,11 +13,10 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import threading
 import time
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -35,7 +34,7 @@ from tests.support.gateways import (
     stalling_relay,
     wait_until,
 )
-from tests.support.processes import free_port, running, wsse_command
+from tests.support.processes import free_port, http_server_thread, running, wsse_command
 
 # --- upstreams ----------------------------------------------------------------
 
@@ -84,16 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def app() -> Iterator[int]:
     """The app, in a thread: its port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with http_server_thread(_Handler) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

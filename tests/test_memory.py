@@ -23,6 +23,7 @@ from zope.interface import implementer
 from tests.support.app import RawAppFactory, app_site
 from tests.support.clients import http, parse_response, raw_connection, ws_connect
 from tests.support.harness import TrackingFactory, autobahn_timers_expired
+from tests.support.pageclient import PageClient
 from tests.support.processes import free_port, rss_kib, wait_for_port
 
 MIB = 1024 * 1024
@@ -110,6 +111,21 @@ class WsseProcess(TestCase):
         for _ in range(3):
             await http(self.port, target=b"/warm-up")
         return rss_kib(self.wsse.pid)
+
+    async def app_floods_a_stalled_reader(self, before: int, label: str) -> None:
+        """The app's socket sends 256 MiB to a reader that stopped: wsse must hold it back."""
+        app_socket = self.ws.open[0]
+        chunk = os.urandom(256 * 1024)  # incompressible, or permessage-deflate would shrink it
+        for _ in range(256 * MIB // len(chunk)):
+            app_socket.sendMessage(chunk, isBinary=True)
+        # The app's kernel and user buffers fill; wsse must not take the rest.
+        await task.deferLater(reactor, 3.0, lambda: None)
+        grown = rss_kib(self.wsse.pid) - before
+        # What the app's transport could not write yet (Twisted's own counters).
+        backlog = len(app_socket.transport.dataBuffer) + app_socket.transport._tempDataLen
+        print(f"{label}: wsse grew {grown} KiB; {backlog / MIB:.0f} MiB held back in the app")
+        self.assertLess(grown, ALLOWED_GROWTH_KIB)
+        self.assertGreater(backlog, 128 * MIB)
 
     async def download(self, target: bytes, headers: bytes = b"") -> tuple[int, int]:
         """Read a whole response as fast as possible; the byte count and wsse's peak growth."""
@@ -210,21 +226,7 @@ class WebSocketMemory(WsseProcess):
         client.transport.pauseProducing()  # the browser stops reading
         while not self.ws.open:
             await task.deferLater(reactor, 0.01, lambda: None)
-        app_socket = self.ws.open[0]
-        total = 256 * MIB
-        chunk = os.urandom(256 * 1024)  # incompressible, or permessage-deflate would shrink it
-        for _ in range(total // len(chunk)):
-            app_socket.sendMessage(chunk, isBinary=True)
-        # The app's kernel and user buffers fill; wsse must not take the rest.
-        await task.deferLater(reactor, 3.0, lambda: None)
-        grown = rss_kib(self.wsse.pid) - before
-        # What the app's transport could not write yet (Twisted's own counters).
-        backlog = len(app_socket.transport.dataBuffer) + app_socket.transport._tempDataLen
-        print(
-            f"websocket flood (deflate={deflate}): wsse grew {grown} KiB; {backlog / MIB:.0f} MiB held back in the app"
-        )
-        self.assertLess(grown, ALLOWED_GROWTH_KIB)
-        self.assertGreater(backlog, 128 * MIB)
+        await self.app_floods_a_stalled_reader(before, f"websocket flood (deflate={deflate})")
         client.transport.abortConnection()
 
     async def test_an_app_that_stops_reading_pauses_the_browser(self) -> None:
@@ -323,3 +325,15 @@ class Upload:
 
     def stopProducing(self) -> None:
         self.remaining = 0
+
+
+class FallbackMemory(WsseProcess):
+    async def test_a_page_that_stops_reading_its_stream_pauses_the_app(self) -> None:
+        before = await self.baseline()
+        page = PageClient(self.port)
+        self.addCleanup(page.close)
+        self.assertEqual(await page.connect(), 200)
+        await page.open(1, "/ws/echo")
+        assert page.stream is not None
+        page.stream.transport.pauseProducing()  # the browser stops reading its events
+        await self.app_floods_a_stalled_reader(before, "fallback flood")

@@ -134,10 +134,20 @@ def test_connections_reset_every_2_seconds(browser: Browser, wsse_port: int) -> 
     check(result, count)
 
 
+@pytest.mark.parametrize(
+    "how,closed",
+    [("killed", ["error", ["close", 1006, False]]), ("stopped", [["close", 1001, True]])],
+)
 def test_a_session_the_server_no_longer_holds_closes_the_page_s_sockets(
-    browser: Browser, tmp_path: Path
+    browser: Browser, tmp_path: Path, how: str, closed: list[object]
 ) -> None:
-    """wsse restarts: the page's fallback socket fails (error, close 1006) and a new one works."""
+    """
+    wsse restarts.  Killed, it leaves the page's fallback socket to fail
+    (error, 1006) once the new wsse answers that it holds no such session;
+    stopped, it closes it with 1001 first.  Either way the socket the page
+    opens at once, from its close handler, as apps do, works: one made while
+    the old session was still thought alive opens again on a new one.
+    """
     app, port = free_port(), free_port()
     wsse = [
         sys.executable, "-m", "wsse", "--target", f"http://127.0.0.1:{app}",
@@ -146,7 +156,7 @@ def test_a_session_the_server_no_longer_holds_closes_the_page_s_sockets(
     with running([sys.executable, "-m", "tests.support.resume_app", str(app)], app):
         context = browser.new_context()
         page = context.new_page()
-        with running(wsse, port, log=tmp_path / "first.log"):
+        with running(wsse, port, log=tmp_path / "first.log") as first:
             page.goto(f"http://127.0.0.1:{port}/")
             page.evaluate(
                 """() => new Promise(resolve => {
@@ -156,19 +166,21 @@ def test_a_session_the_server_no_longer_holds_closes_the_page_s_sockets(
                     window.first = new WebSocket(url.href);
                     first.onopen = () => { events.push("open"); resolve(); };
                     first.onerror = () => events.push("error");
-                    first.onclose = (e) => events.push(["close", e.code, e.wasClean]);
+                    first.onclose = (e) => {
+                        events.push(["close", e.code, e.wasClean]);
+                        const again = new WebSocket(first.url);
+                        again.onopen = () => again.send("c:1");
+                        again.onmessage = (e) => { window.reconnected = [__wsse.transportOf(again), e.data]; };
+                        again.onclose = (e) => { window.reconnected = ["closed", e.code]; };
+                    };
                 })"""
             )
+            if how == "killed":
+                first.kill()
         with running(wsse, port, log=tmp_path / "second.log"):
-            page.wait_for_function("events.length >= 3", timeout=20000)
-            assert page.evaluate("events") == ["open", "error", ["close", 1006, False]]
-            assert page.evaluate(
-                """() => new Promise(resolve => {
-                    const again = new WebSocket(first.url);
-                    again.onopen = () => again.send("c:1");
-                    again.onmessage = (e) => resolve([__wsse.transportOf(again), e.data]);
-                })"""
-            ) == ["fallback", "c:1"]
+            page.wait_for_function("window.reconnected !== undefined", timeout=30000)
+            assert page.evaluate("events") == ["open", *closed]
+            assert page.evaluate("window.reconnected") == ["fallback", "c:1"]
         context.close()
 
 
@@ -184,7 +196,7 @@ def test_a_page_that_cannot_reach_wsse_fails_its_sockets_after_the_grace_period(
     with running([sys.executable, "-m", "tests.support.resume_app", str(app)], app):
         context = browser.new_context()
         page = context.new_page()
-        with running(wsse, port, log=tmp_path / "wsse.log"):
+        with running(wsse, port, log=tmp_path / "wsse.log") as process:
             page.goto(f"http://127.0.0.1:{port}/")
             page.evaluate(
                 """() => new Promise(resolve => {
@@ -197,6 +209,7 @@ def test_a_page_that_cannot_reach_wsse_fails_its_sockets_after_the_grace_period(
                     ws.onclose = (e) => events.push(["close", e.code, e.wasClean]);
                 })"""
             )
+            process.kill()  # gone without closing anything (a stopped wsse closes with 1001)
         page.wait_for_function("events.length >= 3", timeout=30000)
         assert page.evaluate("events") == ["open", "error", ["close", 1006, False]]
         context.close()

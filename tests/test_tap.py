@@ -95,6 +95,10 @@ def test_forwarded_headers_are_trusted_from_loopback_by_default_or_from_everyone
         (["--target-port", "8080", "--listen", "tcp:abc"], "not a valid endpoint"),
         (["--target-port", "8080", "--connect-timeout", "0"], "positive"),
         (["--target-port", "8080", "--pool-size", "0"], "positive"),
+        (["--target-port", "8080", "--allow-origin", "evil.example"], "is not an origin"),
+        (["--target-port", "8080", "--allow-origin", "https://a.example/path"], "is not an origin"),
+        (["--target-port", "8080", "--max-sockets", "0"], "positive"),
+        (["--target-port", "8080", "--ws-path", "/a/../b"], "--ws-path"),
     ],
 )
 def test_bad_options_exit_with_one_line(argv: list[str], complaint: str) -> None:
@@ -141,3 +145,22 @@ def test_the_fallback_s_defaults_and_options() -> None:
     assert (chosen.probe_timeout, chosen.heartbeat, chosen.grace) == (1.5, 2.0, 60.0)
     assert chosen.replay_buffer == 8 * 1024 * 1024
     assert chosen.force_fallback
+
+
+def test_the_security_defaults_and_options() -> None:
+    default = parse("--target-port", "8080").settings(Target("http", "a", 1))
+    assert default.allowed_origins == frozenset()
+    assert (default.max_page_sockets, default.max_sockets) == (256, 20000)
+    assert default.max_message_size == 64 * 1024 * 1024
+    options = parse(
+        "--target-port", "8080", "--allow-origin", "HTTPS://Tools.example:443",
+        "--allow-origin", "http://127.0.0.1:9000", "--max-page-sockets", "8",
+        "--max-sockets", "100", "--max-message-size", "2", "--ws-path", "ws/",
+        "--ws-path", "/api/kernels",
+    )  # fmt: skip
+    chosen = options.settings(options["target"])
+    assert chosen.allowed_origins == {"https://tools.example", "http://127.0.0.1:9000"}
+    assert (chosen.max_page_sockets, chosen.max_sockets) == (8, 100)
+    assert chosen.max_message_size == 2 * 1024 * 1024
+    assert chosen.socket_paths == (b"/ws", b"/api/kernels")
+    assert default.socket_paths == ()

@@ -15,6 +15,8 @@ the page keeps only one in flight.
 
 from __future__ import annotations
 
+import codecs
+
 from twisted.internet import defer
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
@@ -25,9 +27,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from wsse import _logging, _protocol
+from wsse import _crosssite, _logging, _protocol, _socketpaths
 from wsse._eventstream import EventPoll, EventStream
 from wsse._forwarding import upstream_request_headers
+from wsse._redact import redact_uri
 from wsse._sessions import FrameOutOfOrder, PageState, PageStore
 from wsse._settings import Settings
 from wsse._upstream import Handshake, UpstreamConnector, UpstreamSocket, close_like
@@ -53,6 +56,8 @@ _HANDSHAKE_HEADERS = frozenset(
         b"x-forwarded-host",
     }
 )
+
+_UTF8 = codecs.getincrementaldecoder("utf-8")
 
 _MESSAGE_KINDS = {
     _protocol.FRAME_TEXT: (False, True),  # (binary, final)
@@ -93,9 +98,23 @@ class Bridge(Resource):
         self.connector = connector
         self.store = store
         self._pages: dict[str, Page] = {}
+        #: Fallback sockets open in all pages, against --max-sockets.
+        self.socket_count = 0
         self.putChild(_protocol.EVENTS_ENDPOINT, _Events(self, poll=False))
         self.putChild(_protocol.POLL_ENDPOINT, _Events(self, poll=True))
         self.putChild(_protocol.SEND_ENDPOINT, _Send(self))
+
+    def refuse_cross_site(self, request: Request) -> bytes | None:
+        """A 403 for a request from another site's page (see L{wsse._crosssite})."""
+        why = _crosssite.refusal(request, self.settings.allowed_origins)
+        if why is None:
+            return None
+        _log.warn(
+            "fallback {endpoint} refused: cross-site request ({why})",
+            endpoint=request.path.rsplit(b"/", 1)[-1].decode("latin-1"),
+            why=why,
+        )
+        return _plain(request, 403, b"cross-site requests are not allowed\n")
 
     def page_for(self, request: Request) -> Page | None:
         """The page session a request names, if this process holds it."""
@@ -130,6 +149,9 @@ class _Events(Resource):
 
     def render_GET(self, request: Request) -> bytes | int:
         bridge = self._bridge
+        refused = bridge.refuse_cross_site(request)
+        if refused is not None:
+            return refused
         if request.getHeader(_protocol.SESSION_HEADER) is None:
             page = bridge.new_page()
             last_id = 0
@@ -171,6 +193,9 @@ class _Send(Resource):
         self._bridge = bridge
 
     def render_POST(self, request: Request) -> bytes | int:
+        refused = self._bridge.refuse_cross_site(request)
+        if refused is not None:
+            return refused
         page = self._bridge.page_for(request)
         if page is None:
             return _plain(request, _protocol.SESSION_GONE, b"no such session\n")
@@ -360,15 +385,32 @@ class Page:
         return opens
 
     def _open(self, number: int, request_open: _protocol.OpenRequest, request: Request) -> None:
+        settings = self.bridge.settings
+        full = None
+        if len(self.sockets) >= settings.max_page_sockets:
+            full = (1008, f"more than {settings.max_page_sockets} sockets on one page")
+        elif self.bridge.socket_count >= settings.max_sockets:
+            full = (1013, "wsse holds too many sockets, try again later")
         socket = PageSocket(self, number)
         self.sockets[number] = socket
         self.state.sockets.add(number)
+        self.bridge.socket_count += 1
+        if full is not None:
+            _log.warn("fallback socket refused: {why}", why=full[1])
+            socket.refuse(*full)
+            return
         mount = _mount_of(request)
         url = request_open.url
         if not url.startswith(mount) or any(c < 0x21 or c == 0x7F for c in url):
             _log.warn(
-                "fallback socket refused: {url} is not a path under {mount}", url=url, mount=mount
+                "fallback socket refused: {url} is not a path under {mount}",
+                url=redact_uri(url),
+                mount=mount.decode("latin-1"),
             )
+            socket.fail()
+            return
+        if not _socketpaths.allowed(settings.socket_paths, b"/" + url[len(mount) :]):
+            _log.warn("fallback socket refused: {url} is not under --ws-path", url=redact_uri(url))
             socket.fail()
             return
         path = self.bridge.settings.target.base_path + b"/" + url[len(mount) :]
@@ -381,7 +423,8 @@ class Page:
         socket.connect(Handshake.from_headers(path, headers, request_open.protocols))
 
     def forget_socket(self, number: int) -> None:
-        self.sockets.pop(number, None)
+        if self.sockets.pop(number, None) is not None:
+            self.bridge.socket_count -= 1
         self.state.sockets.discard(number)
         self.drained()
 
@@ -390,12 +433,21 @@ class Page:
         if self.ended:
             return
         _log.info("fallback session ended: {why}", why=why)
+        if code != 1006:
+            # wsse is stopping: the page sees its open sockets close as native ones would.
+            for socket in list(self.sockets.values()):
+                if socket.opened:
+                    self.emit(
+                        _protocol.EVENT_CLOSE,
+                        {"s": socket.number, "code": code, "reason": "", "clean": True},
+                    )
         self.ended = True
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
         for socket in list(self.sockets.values()):
             socket.abandon(code)
+        self.bridge.socket_count -= len(self.sockets)
         self.sockets.clear()
         self.state.sockets.clear()
         waiting, self._waiting = self._waiting, []
@@ -428,6 +480,7 @@ class PageSocket:
         self._connecting: defer.Deferred[UpstreamSocket] | None = None
         self._closed = False
         self._message_size: int | None = None  # while a message comes in parts
+        self._utf8: codecs.IncrementalDecoder | None = None  # while a text message does
         self.congested = False
 
     def connect(self, handshake: Handshake) -> None:
@@ -446,6 +499,10 @@ class PageSocket:
                 "fallback socket: cannot connect to the app: {why}", why=reason.getErrorMessage()
             )
             self.fail()
+
+    @property
+    def opened(self) -> bool:
+        return self._app is not None and self._app.opened
 
     def pace(self, paused: bool) -> None:
         if self._app is not None:
@@ -475,6 +532,12 @@ class PageSocket:
             self._message_size = None
             close_like(app, 1009, "message too big")
             return
+        if not binary and not self._valid_text(payload, final):
+            # What the app would do with it (1007); a browser never sends it.
+            self._message_size = None
+            _log.warn("fallback socket: the page sent a text message that is not UTF-8")
+            close_like(app, 1007, "invalid UTF-8 in a text message")
+            return
         if self._message_size is None:
             if final:
                 app.sendMessage(payload, binary)
@@ -485,6 +548,19 @@ class PageSocket:
         if final:
             self._message_size = None
             app.endMessage()
+
+    def _valid_text(self, payload: bytes, final: bool) -> bool:
+        """Whether a text message (checked part by part) is UTF-8 so far."""
+        if self._utf8 is None:
+            self._utf8 = _UTF8()
+        try:
+            self._utf8.decode(payload, final)
+        except UnicodeDecodeError:
+            self._utf8 = None
+            return False
+        if final:
+            self._utf8 = None
+        return True
 
     def close_from_page(self, code: int | None, reason: str) -> None:
         app = self._app
@@ -537,6 +613,10 @@ class PageSocket:
     def fail(self) -> None:
         """The socket failed (refused, unreachable, or closed while connecting)."""
         self._finish(1006, "", clean=False)
+
+    def refuse(self, code: int, reason: str) -> None:
+        """A limit of wsse's own: the page learns which (1008, 1013), the app sees nothing."""
+        self._finish(code, reason, clean=True)
 
     def _finish(self, code: int, reason: str, clean: bool) -> None:
         if self._closed:

@@ -40,6 +40,7 @@ from wsse._forwarding import (
     split_mount,
     upstream_request_headers,
 )
+from wsse._redact import redact_uri
 from wsse._request_body import RequestBody
 from wsse._settings import Settings
 
@@ -205,7 +206,7 @@ class _Exchange:
         code = 504 if self._timed_out or reason.check(ConnectTimeout) else 502
         fields: dict[str, Any] = {
             "method": request.method.decode("latin-1"),
-            "path": self._upstream_path.decode("latin-1"),
+            "path": redact_uri(self._upstream_path),
             "code": code,
         }
         if self._timed_out:

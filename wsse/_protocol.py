@@ -25,7 +25,9 @@ follow on from the first.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import re
 import struct
 from dataclasses import dataclass
 
@@ -169,6 +171,10 @@ class OpenRequest:
     protocols: list[str]
 
 
+# A subprotocol is an HTTP token (RFC 6455 section 4.1), as a browser's WebSocket requires.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 def parse_open(payload: bytes) -> OpenRequest:
     try:
         fields = json.loads(payload)
@@ -176,10 +182,14 @@ def parse_open(payload: bytes) -> OpenRequest:
         protocols = fields.get("protocols", [])
         if not isinstance(url, str) or not url.startswith("/"):
             raise ValueError("url must be a path")
-        if not isinstance(protocols, list) or not all(isinstance(p, str) for p in protocols):
-            raise ValueError("protocols must be strings")
+        if not isinstance(protocols, list) or not all(
+            isinstance(p, str) and _TOKEN.fullmatch(p) for p in protocols
+        ):
+            # autobahn writes them into the app's handshake as they are.
+            raise ValueError("protocols must be tokens")
         return OpenRequest(url.encode("utf-8"), protocols)
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        # RecursionError: JSON nested deeper than the parser goes.
         raise MalformedFrames(f"bad open frame: {e}") from None
 
 
@@ -190,7 +200,11 @@ def decode_carried(segment: bytes) -> bytes:
     """The URL carried in a L{CARRIED_ENDPOINT} path segment; C{ValueError} if it is not one."""
     if not segment or segment.translate(None, _BASE64URL):
         raise ValueError("not base64url")
-    url = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    try:
+        url = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    except binascii.Error:
+        # Its own words: binascii's would reach the client in the 400.
+        raise ValueError("not base64url (a length no encoding has)") from None
     if not url.startswith(b"/") or any(c < 0x21 or c > 0x7E for c in url):
         raise ValueError("not a path and query")
     return url

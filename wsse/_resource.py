@@ -8,7 +8,7 @@ WebSocket relay for upgrades, the passthrough for everything else.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgent, IAgentEndpointFactory
@@ -84,7 +84,7 @@ class WSSEResource(Resource):
             agent = Agent.usingEndpointFactory(
                 reactor, _TargetEndpointFactory(settings, reactor), self._pool
             )
-        connector = UpstreamConnector(settings, reactor)
+        self._connector = connector = UpstreamConnector(settings, reactor)
         self._passthrough = Passthrough(settings, agent, reactor)
         self._splice = WebSocketSplice(settings, reactor)
         self._deflating = (
@@ -94,11 +94,25 @@ class WSSEResource(Resource):
         self._carried = CarriedQuerySocket(self._upgrade_relay)
 
     def close(self) -> Deferred[None]:
-        """End the fallback's page sessions and close idle connections to the app."""
+        """
+        wsse is going away: every socket, relayed or carried by the fallback,
+        closes with 1001 (the page's and the app's side), and idle connections
+        to the app close; fires once all of them are closed.
+        """
         self._bridge.close()
-        if self._pool is None:
-            return succeed(None)
-        return self._pool.closeCachedConnections()
+        closing = [self._splice.going_away(), self._connector.going_away()]
+        if self._deflating is not None:
+            closing.append(self._deflating.going_away())
+        if self._pool is not None:
+            closing.append(self._pool.closeCachedConnections())
+        return gatherResults(closing).addCallback(lambda _: None)
+
+    def abort(self) -> None:
+        """Cut the sockets that L{close} could not close in time."""
+        self._splice.abort()
+        self._connector.abort()
+        if self._deflating is not None:
+            self._deflating.abort()
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         if not request.uri.startswith(b"/") or b"#" in request.uri:

@@ -63,6 +63,14 @@ class Settings:
         its session ends (its sockets then close with 1006).
     @ivar ws_deflate: relay WebSocket messages with autobahn on both legs and
         offer permessage-deflate to browsers, instead of splicing bytes.
+    @ivar allowed_origins: origins (C{scheme://host[:port]}) besides the page's
+        own whose pages may open fallback sessions and send into them.
+    @ivar max_page_sockets: fallback sockets one page may hold open; more close
+        with 1008 (policy), so one page cannot take every socket.
+    @ivar max_sockets: fallback sockets the process holds open in all; more
+        close with 1013 (try again later).
+    @ivar socket_paths: the app paths (prefixes, by whole segments) that
+        sockets may reach; empty for any (see L{wsse._socketpaths}).
     """
 
     target: Target
@@ -79,6 +87,10 @@ class Settings:
     grace: float = 30.0
     replay_buffer: int = 96 * 1024 * 1024
     ws_deflate: bool = False
+    allowed_origins: frozenset[str] = frozenset()
+    max_page_sockets: int = 256
+    max_sockets: int = 20000
+    socket_paths: tuple[bytes, ...] = ()
     shim: Shim = field(default_factory=Shim)
 
     def trusts_forwarded_headers_from(self, host: str) -> bool:

@@ -7,13 +7,21 @@ twistd all build the same thing.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, ITCPTransport
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import IResource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from wsse import _logging
+from wsse._draining import OpenSet
+from wsse._redact import redact_uri
 from wsse._request_body import StreamingRequest
+from wsse._wsrelay import is_websocket_upgrade
 
 _log = Logger(namespace="wsse.access", observer=_logging.observer)
 
@@ -23,23 +31,140 @@ _log = Logger(namespace="wsse.access", observer=_logging.observer)
 IDLE_TIMEOUT = 75
 
 
+class _Channel(http.HTTPChannel):
+    """
+    An HTTP/1.1 channel that answers a request head over C{totalHeadersSize}
+    (16 KiB) with 431 and a log line, where Twisted drops the connection
+    without a word (one long line) or answers a bare 400 (many lines).
+    """
+
+    _head_size = 0
+    _refused = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        self._head_size += len(line)
+        if self._head_size > self.totalHeadersSize:
+            self._head_too_large()
+            return
+        super().lineReceived(line)
+
+    def allHeadersReceived(self) -> None:
+        self._head_size = 0
+        super().allHeadersReceived()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        transport = self.transport
+        assert transport is not None  # data arrived on it
+        peer = getattr(transport.getPeer(), "host", "-")
+        _log.warn(
+            "{client}: request head over {limit} bytes (431)",
+            client=peer,
+            limit=self.totalHeadersSize,
+        )
+        transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        transport.loseConnection()
+        self._refused = True
+
+
+def _channel(factory: http.HTTPFactory) -> Any:
+    # Twisted's wrapper, which picks HTTP/2 where TLS negotiates it.
+    return http._GenericHTTPChannelProtocol(_Channel())
+
+
 class WSSESite(Site):
     """
     A Site whose access log is a structured twisted.logger event per request,
-    and whose requests stream large bodies to the app as they arrive.
+    whose requests stream large bodies to the app as they arrive, and which
+    can stop gracefully: every request under way gets its answer first.
     """
 
     requestFactory = StreamingRequest
+    protocol = _channel
 
     def __init__(self, resource: IResource, timeout: float | None = IDLE_TIMEOUT) -> None:
         super().__init__(resource, timeout=timeout)
+        self._connections: OpenSet[ITCPTransport] = OpenSet()
+        # The requests under way, by connection.
+        self._busy: dict[ITCPTransport, set[Request]] = {}
+        self._stopping = False
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        protocol = super().buildProtocol(addr)
+        if protocol is None:
+            return None
+        # Hooks on the connection's channel (the protocol forwards to it); each
+        # removes itself and runs the channel's own method.
+        connection: list[ITCPTransport] = []
+
+        def made(transport: ITCPTransport) -> None:
+            connection.append(transport)
+            self._connections.add(transport)
+            del protocol.makeConnection
+            protocol.makeConnection(transport)
+
+        def lost(reason: Failure) -> None:
+            try:
+                del protocol.connectionLost
+                protocol.connectionLost(reason)
+            finally:
+                for transport in connection:
+                    self._busy.pop(transport, None)
+                    self._connections.discard(transport)
+
+        protocol.makeConnection, protocol.connectionLost = made, lost
+        return protocol
+
+    def getResourceFor(self, request: Request) -> IResource:
+        transport = cast(ITCPTransport, request.channel.transport)
+        if is_websocket_upgrade(request):
+            # The relay takes the connection over, and closes it itself.
+            self._connections.discard(transport)
+            return super().getResourceFor(request)
+        self._busy.setdefault(transport, set()).add(request)
+        request.notifyFinish().addBoth(self._answered, transport, request)
+        return super().getResourceFor(request)
+
+    def _answered(self, result: object, transport: ITCPTransport, request: Request) -> None:
+        requests = self._busy.get(transport)
+        if requests is not None:
+            requests.discard(request)
+            if not requests:
+                del self._busy[transport]
+        if self._stopping and transport not in self._busy:
+            transport.loseConnection()  # once the answer is sent
+
+    def stop(self) -> Deferred[None]:
+        """
+        Close idle connections now, the others once their requests are
+        answered; fires once every connection is closed.  Stop listening first.
+        """
+        self._stopping = True
+        for transport in self._connections:
+            if transport not in self._busy:
+                transport.loseConnection()
+        return self._connections.empty()
+
+    def abort(self) -> None:
+        """Cut every connection still open (a stop that took too long)."""
+        for transport in self._connections:
+            transport.abortConnection()
 
     def log(self, request: http.Request) -> None:
         _log.info(
             '{client} "{method} {uri} {protocol}" {code} {length}',
             client=getattr(request.getClientAddress(), "host", "-"),
             method=request.method.decode("latin-1"),
-            uri=request.uri.decode("latin-1"),
+            uri=redact_uri(request.uri),
             protocol=request.clientproto.decode("latin-1"),
             code=request.code,
             length=request.sentLength or "-",

@@ -20,10 +20,13 @@ from autobahn.websocket.types import ConnectingRequest
 from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 from wsse import _logging
+from wsse._draining import OpenSet
 from wsse._settings import Settings
 
 _log = Logger(observer=_logging.observer)
@@ -115,6 +118,15 @@ class UpstreamSocket(WebSocketClientProtocol):
 
     handshake: Handshake
     delegate: SocketPeer
+    registry: OpenSet[UpstreamSocket]
+
+    def connectionMade(self) -> None:
+        self.registry.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.registry.discard(self)
 
     def onConnecting(self, transport_details: object) -> ConnectingRequest:
         return self.handshake.connecting_request()
@@ -224,6 +236,7 @@ class UpstreamConnector:
             # rather than a dropped connection.
             failByDrop=False,
         )
+        self.sockets: OpenSet[UpstreamSocket] = OpenSet()
 
     def connect(self, handshake: Handshake, delegate: SocketPeer) -> defer.Deferred[UpstreamSocket]:
         """Dial the app; the Deferred fires once TCP connects, the delegate hears the rest."""
@@ -231,8 +244,26 @@ class UpstreamConnector:
         socket.factory = _FactoryView(self._factory, handshake.protocols)
         socket.handshake = handshake
         socket.delegate = delegate
+        socket.registry = self.sockets
         endpoint = self._settings.target.endpoint(self._reactor, self._settings.connect_timeout)
         return connectProtocol(endpoint, socket)
+
+    def going_away(self) -> defer.Deferred[None]:
+        """
+        wsse is stopping: every socket to the app closes with 1001, as a
+        browser's does when it leaves; fires once all of them are closed.
+        """
+        for socket in self.sockets:
+            if socket.opened:
+                close_like(socket, 1001, "")
+            else:
+                socket.dropConnection(abort=True)
+        return self.sockets.empty()
+
+    def abort(self) -> None:
+        """Drop the sockets that a stop could not close in time."""
+        for socket in self.sockets:
+            socket.dropConnection(abort=True)
 
 
 def close_like(socket: WebSocketProtocol, code: int | None, reason: str) -> None:

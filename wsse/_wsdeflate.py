@@ -20,11 +20,13 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IAddress, IConsumer, IPushProducer
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
-from wsse import _logging
+from wsse import _logging, _socketpaths
+from wsse._draining import OpenSet
 from wsse._forwarding import split_mount, upstream_request_headers
 from wsse._settings import Settings
 from wsse._upstream import Handshake, UpstreamConnector, UpstreamSocket, close_like
@@ -55,6 +57,7 @@ class _RelayFactory(WebSocketServerFactory):
         self.settings = settings
         self.connector = connector
         self.pending: tuple[Request, bytes] | None = None
+        self.sockets: OpenSet[_BrowserSocket] = OpenSet()
         self.setProtocolOptions(
             perMessageCompressionAccept=_accept_deflate,
             # The browser waits while wsse dials the app and completes its handshake.
@@ -82,16 +85,36 @@ class DeflatingWebSocketRelay(WebSocketResource):
 
     def __init__(self, settings: Settings, connector: UpstreamConnector) -> None:
         super().__init__(_RelayFactory(settings, connector))
+        self._socket_paths = settings.socket_paths
 
     def render(self, request: Request) -> Any:
         return self.relay(request, split_mount(request)[1])
 
     def relay(self, request: Request, upstream_path: bytes) -> Any:
         """Relay the upgrade to C{upstream_path} (path and query, below the target's base path)."""
+        if not _socketpaths.allowed(self._socket_paths, upstream_path):
+            return _socketpaths.refuse(request, upstream_path)
         # autobahn builds the protocol inside render; it needs the twisted.web
         # request for the raw headers, which autobahn's own copy has joined.
         self._factory.pending = (request, upstream_path)
         return super().render(request)
+
+    def going_away(self) -> defer.Deferred[None]:
+        """
+        wsse is stopping: every browser's socket closes with 1001 (its answer
+        goes on to the app); fires once all of them are closed.
+        """
+        for socket in self._factory.sockets:
+            if socket.state == socket.STATE_OPEN:
+                close_like(socket, 1001, "")
+            else:
+                socket.dropConnection(abort=True)
+        return self._factory.sockets.empty()
+
+    def abort(self) -> None:
+        """Drop the sockets that a stop could not close in time."""
+        for socket in self._factory.sockets:
+            socket.dropConnection(abort=True)
 
 
 class _BrowserSocket(WebSocketServerProtocol):
@@ -138,6 +161,14 @@ class _BrowserSocket(WebSocketServerProtocol):
         answer, self._answer = self._answer, None
         if answer is not None:
             answer.errback(ConnectionDeny(status, reason))
+
+    def connectionMade(self) -> None:
+        self.factory.sockets.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.factory.sockets.discard(self)
 
     # The app's side (SocketPeer).
 

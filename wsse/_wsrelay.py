@@ -7,12 +7,16 @@ extensions, or a 403) is what the browser gets, byte for byte.  After that the
 two connections are joined as C{twisted.protocols.portforward} joins them: each
 transport is the other's producer, so a slow reader pauses the fast writer.
 Frames are never parsed, which keeps every close code, extension and
-fragment intact, and costs a third of what re-framing does.
+fragment intact, and costs a third of what re-framing does; only their
+lengths are followed, so that a stopping wsse can put its close frame (1001)
+between two frames.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
@@ -23,6 +27,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IPushProducer,
     IReactorTime,
+    ITCPTransport,
     ITransport,
 )
 from twisted.internet.protocol import Protocol
@@ -32,13 +37,15 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from wsse import _logging
+from wsse import _logging, _socketpaths
+from wsse._draining import OpenSet
 from wsse._forwarding import (
     gateway_error,
     gateway_error_bytes,
     split_mount,
     websocket_handshake_headers,
 )
+from wsse._redact import redact_uri
 from wsse._settings import Settings
 
 _log = Logger(observer=_logging.observer)
@@ -60,6 +67,74 @@ def _handshake(
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
+# A close frame with code 1001 (going away), as a server sends it (unmasked).
+_CLOSE_GOING_AWAY = b"\x88\x02\x03\xe9"
+
+
+def _masked_close_going_away() -> bytes:
+    """The same close frame as a client must send it: masked, with a fresh key."""
+    key = os.urandom(4)
+    return b"\x88\x82" + key + bytes(b ^ k for b, k in zip(b"\x03\xe9", key, strict=False))
+
+
+class _FrameCursor:
+    """Follows the frame boundaries in one direction of a WebSocket, payloads unread."""
+
+    def __init__(self) -> None:
+        self._left = 0  # payload bytes of the frame under way
+        self._head = b""  # the start of a frame header split between reads
+        self._opcode = 0  # of the frame under way
+        self.close_seen = False  # a close frame went by, whole
+
+    @property
+    def at_boundary(self) -> bool:
+        return not self._left and not self._head
+
+    def feed(self, data: bytes, stop_at_boundary: bool = False) -> int:
+        """
+        Follow C{data}; with C{stop_at_boundary}, only to the end of the frame
+        under way.  The number of bytes of C{data} followed.
+        """
+        if stop_at_boundary and self.at_boundary:
+            return 0
+        held = len(self._head)
+        view = self._head + data if held else data
+        self._head = b""
+        position, end, left = 0, len(view), self._left
+        while True:
+            if left:
+                step = min(left, end - position)
+                left -= step
+                position += step
+                if left:
+                    break
+                self.close_seen = self.close_seen or self._opcode == 8
+                if stop_at_boundary:
+                    break
+            if position == end:
+                break
+            size = end - position
+            second = view[position + 1] if size > 1 else 0
+            length = second & 0x7F
+            extended = 2 if length == 126 else 8 if length == 127 else 0
+            header = 2 + extended + (4 if second & 0x80 else 0)
+            if size < header:
+                self._head = view[position:]
+                position = end
+                break
+            if extended:
+                length = int.from_bytes(view[position + 2 : position + 2 + extended], "big")
+            self._opcode = view[position] & 0x0F
+            position += header
+            left = length
+            if not left:
+                self.close_seen = self.close_seen or self._opcode == 8
+                if stop_at_boundary:
+                    break
+        self._left = left
+        return position - held
+
+
 class WebSocketSplice(Resource):
     """Relays a WebSocket upgrade to the same path and query on the app."""
 
@@ -69,20 +144,34 @@ class WebSocketSplice(Resource):
         super().__init__()
         self._settings = settings
         self._clock = clock
+        self._legs: OpenSet[_AppLeg] = OpenSet()
 
-    def render(self, request: Request) -> int:
+    def going_away(self) -> defer.Deferred[None]:
+        """wsse is stopping: every relayed socket closes with 1001; fires once all are closed."""
+        for leg in self._legs:
+            leg.going_away()
+        return self._legs.empty()
+
+    def abort(self) -> None:
+        """Cut the relayed sockets that a stop could not close in time."""
+        for leg in self._legs:
+            leg.abort()
+
+    def render(self, request: Request) -> int | bytes:
         return self.relay(request, split_mount(request)[1])
 
-    def relay(self, request: Request, upstream_path: bytes) -> int:
+    def relay(self, request: Request, upstream_path: bytes) -> int | bytes:
         """Relay the upgrade to C{upstream_path} (path and query, below the target's base path)."""
         settings = self._settings
+        if not _socketpaths.allowed(settings.socket_paths, upstream_path):
+            return _socketpaths.refuse(request, upstream_path)
         headers = websocket_handshake_headers(request, settings)
         handshake = _handshake(
             request.method,
             settings.target.base_path + upstream_path,
             headers.getAllRawHeaders(),
         )
-        app = _AppLeg(upstream_path, self._clock, settings.response_timeout)
+        app = _AppLeg(upstream_path, self._clock, settings.response_timeout, self._legs)
         endpoint = settings.target.endpoint(self._clock, settings.connect_timeout)
         connecting = connectProtocol(endpoint, app)
         gone: list[Failure] = []
@@ -104,7 +193,7 @@ class WebSocketSplice(Resource):
                 return
             _log.warn(
                 "websocket {path}: cannot connect to {target}: {why}",
-                path=upstream_path.decode("latin-1"),
+                path=redact_uri(upstream_path),
                 target=str(settings.target),
                 why=reason.getErrorMessage(),
             )
@@ -138,7 +227,7 @@ def _splice(request: Request, app: _AppLeg, handshake: bytes) -> None:
 
 # The app's answer to the handshake, read before anything else is relayed.
 _MAX_ANSWER_HEAD = 64 * 1024
-_AWAITING, _UPGRADED, _REFUSED = range(3)
+_AWAITING, _UPGRADED, _REFUSED, _GOING_AWAY = range(4)
 
 
 class _AppLeg(Protocol):
@@ -151,8 +240,15 @@ class _AppLeg(Protocol):
     then closes, so no later request on it can bypass wsse.
     """
 
-    def __init__(self, path: bytes, clock: IReactorTime, answer_timeout: float) -> None:
+    def __init__(
+        self, path: bytes, clock: IReactorTime, answer_timeout: float, legs: OpenSet[_AppLeg]
+    ) -> None:
         self._path = path
+        self._legs = legs
+        self._up = _FrameCursor()  # the browser's frames
+        self._down = _FrameCursor()  # the app's frames
+        self._closing_browser = self._closing_app = False
+        self._app_lost = False
         self._clock = clock
         self._answer_timeout = answer_timeout
         self._timer: IDelayedCall | None = None
@@ -172,15 +268,88 @@ class _AppLeg(Protocol):
         self._browser = browser
         self._timer = self._clock.callLater(self._answer_timeout, self._too_slow)
 
+    def connectionMade(self) -> None:
+        self._legs.add(self)
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.loseConnection()
+
+    def going_away(self) -> None:
+        """
+        wsse is stopping: each side gets a close frame 1001 once the frame it
+        is receiving is through; then wsse closes the browser's connection once
+        the browser answers with its own close frame, as a server does, and the
+        app closes its connection, as a server does.  A socket still opening
+        fails, as it would if the server went away.
+        """
+        if self._state == _AWAITING:
+            if self._browser is not None:
+                self._browser.loseConnection()
+            self.close()
+        elif self._state == _UPGRADED:
+            assert self._channel is not None
+            self._state = _GOING_AWAY
+            self._status += b", closed 1001 (wsse stopping)"
+            self._closing_browser = self._closing_app = True
+            self._channel.dataReceived = self._to_app_going_away  # type: ignore[method-assign]
+            self._send_closes()
+
+    def _to_app(self, data: bytes) -> None:
+        assert self.transport is not None
+        self._up.feed(data)
+        self.transport.write(data)
+
+    def _to_app_going_away(self, data: bytes) -> None:
+        if self._closing_app and self.transport is not None:
+            through = self._up.feed(data, stop_at_boundary=True)
+            self.transport.write(data[:through])
+            data = data[through:]
+            self._send_closes()
+        if not self._closing_app:  # the rest only shows whether the browser answered
+            self._up.feed(data)
+            self._close_answered_browser()
+
+    def _send_closes(self) -> None:
+        if self._closing_browser and self._down.at_boundary:
+            self._closing_browser = False
+            if self._browser is not None:
+                self._browser.write(_CLOSE_GOING_AWAY)
+        if self._closing_app and self._up.at_boundary:
+            self._closing_app = False
+            if self.transport is not None:
+                self.transport.write(_masked_close_going_away())
+        self._close_answered_browser()
+
+    def _close_answered_browser(self) -> None:
+        if self._browser is not None and self._browser_answered:
+            self._browser.loseConnection()
+
+    @property
+    def _browser_answered(self) -> bool:
+        """Going away, both close frames sent and the browser's close read: its connection can go."""
+        return (
+            self._state == _GOING_AWAY
+            and not self._closing_browser
+            and not self._closing_app
+            and self._up.close_seen
+        )
+
+    @property
+    def _awaiting_browser_answer(self) -> bool:
+        """Going away, the close frame sent to the browser, its answer not read yet."""
+        return self._state == _GOING_AWAY and not self._closing_browser and not self._up.close_seen
+
+    def abort(self) -> None:
+        for transport in (self._browser, self.transport):
+            if transport is not None:
+                cast(ITCPTransport, transport).abortConnection()
 
     def _too_slow(self) -> None:
         self._timer = None
         _log.warn(
             "websocket {path}: no answer from the app within {seconds}s (504)",
-            path=self._path.decode("latin-1"),
+            path=redact_uri(self._path),
             seconds=self._answer_timeout,
         )
         self._state = _REFUSED
@@ -193,15 +362,21 @@ class _AppLeg(Protocol):
     def from_browser(self, data: bytes) -> None:
         if self._state == _AWAITING:
             self._early.append(data)  # a browser sends nothing before the 101
-        elif self._state == _UPGRADED and self.transport is not None:
-            self.transport.write(data)
+        elif self._state == _UPGRADED:
+            self._to_app(data)
 
     def dataReceived(self, data: bytes) -> None:
         self._bytes_down += len(data)
         browser = self._browser
         if self._state == _UPGRADED:
+            self._down.feed(data)
             if browser is not None:
                 browser.write(data)
+            return
+        if self._state == _GOING_AWAY:
+            if self._closing_browser and browser is not None:
+                browser.write(data[: self._down.feed(data, stop_at_boundary=True)])
+                self._send_closes()
             return
         if self._state == _REFUSED:
             self._relay_refusal_body(data)
@@ -224,20 +399,21 @@ class _AppLeg(Protocol):
         self._head = b""
         self._status = head.split(b"\r\n", 1)[0][:100]
         if self._status.split(b" ")[1:2] == [b"101"]:
-            self._upgrade(head + rest)
+            self._upgrade(head, rest)
         else:
             self._refuse(head, rest)
 
-    def _upgrade(self, answer: bytes) -> None:
+    def _upgrade(self, head: bytes, rest: bytes) -> None:
         self._state = _UPGRADED
         assert self.transport is not None and self._channel is not None
+        self._down.feed(rest)
         if self._browser is not None:
-            self._browser.write(answer)
+            self._browser.write(head + rest)
         for data in self._early:
-            self.transport.write(data)
+            self._to_app(data)
         self._early = []
         # From here on each side's bytes go straight to the other.
-        self._channel.dataReceived = self.transport.write  # type: ignore[method-assign]
+        self._channel.dataReceived = self._to_app  # type: ignore[method-assign]
 
     def _refuse(self, head: bytes, rest: bytes) -> None:
         self._state = _REFUSED
@@ -270,6 +446,8 @@ class _AppLeg(Protocol):
     def browser_gone(self, reason: Failure) -> None:
         self._browser = None
         self.close()
+        if self._app_lost:
+            self._legs.discard(self)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         if self._timer is not None:
@@ -277,11 +455,15 @@ class _AppLeg(Protocol):
             self._timer = None
         _log.info(
             "websocket {path}: {status}, closed after {seconds:.1f}s, {size} bytes to the browser",
-            path=self._path.decode("latin-1"),
+            path=redact_uri(self._path),
             status=self._status.decode("latin-1") or "no answer",
             seconds=self._clock.seconds() - self._started,
             size=self._bytes_down,
         )
-        if self._browser is not None:
+        self._app_lost = True
+        self._closing_app = False  # nothing more can reach the app
+        if self._browser is not None and not self._awaiting_browser_answer:
             self._browser.loseConnection()
             self._browser = None
+        if self._browser is None:
+            self._legs.discard(self)

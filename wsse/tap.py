@@ -16,16 +16,17 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
-from wsse import _demo, _logging
+from wsse import _demo, _logging, _socketpaths
+from wsse._crosssite import origin_of
 from wsse._resource import WSSEResource
 from wsse._settings import HostHeader, Settings, parse_networks
-from wsse._site import make_site
+from wsse._site import WSSESite, make_site
 from wsse._target import Target
 
 _log = Logger(observer=_logging.observer)
@@ -156,6 +157,28 @@ class Options(usage.Options):
             "MiB of events a page may leave unacknowledged before its sockets close (1006).",
             _count,
         ],
+        [
+            "max-message-size",
+            None,
+            64,
+            "MiB: the largest WebSocket message wsse relays where it reads messages (the "
+            "fallback, --ws-deflate); bigger ones close their socket with 1009.",
+            _count,
+        ],
+        [
+            "max-page-sockets",
+            None,
+            256,
+            "Fallback sockets one page may hold open; past it a socket closes with 1008.",
+            _count,
+        ],
+        [
+            "max-sockets",
+            None,
+            20000,
+            "Fallback sockets wsse holds open in all; past it a socket closes with 1013.",
+            _count,
+        ],
     ]
 
     optFlags = [
@@ -171,10 +194,28 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["allow-origin"] = []
+        self["ws-path"] = []
 
     def opt_listen(self, description: str) -> None:
         """Listen on an endpoint string: tcp:8081:interface=127.0.0.1, unix:/run/wsse.sock, ssl:8443:privateKey=key.pem (repeatable; replaces --host and --listen-port)."""
         self["listen"].append(description)
+
+    def opt_allow_origin(self, origin: str) -> None:
+        """An origin other than the page's own whose pages may use the fallback: https://app.example.com (repeatable)."""
+        parsed = origin_of(origin)
+        if parsed is None:
+            raise usage.UsageError(
+                f"--allow-origin {origin!r} is not an origin (scheme://host[:port])"
+            )
+        self["allow-origin"].append(parsed)
+
+    def opt_ws_path(self, prefix: str) -> None:
+        """Serve WebSocket only on this app path and below it: /ws (repeatable; default: any path)."""
+        try:
+            self["ws-path"].append(_socketpaths.normalise_prefix(prefix))
+        except ValueError as e:
+            raise usage.UsageError(f"--ws-path: {e}") from None
 
     def parseOptions(self, options: Any = None) -> None:
         """twistd would print its whole help above the error; one line says more."""
@@ -229,17 +270,35 @@ class Options(usage.Options):
             grace=self["grace"],
             replay_buffer=self["replay-buffer"] * 1024 * 1024,
             ws_deflate=bool(self["ws-deflate"]),
+            allowed_origins=frozenset(self["allow-origin"]),
+            max_message_size=self["max-message-size"] * 1024 * 1024,
+            max_page_sockets=self["max-page-sockets"],
+            max_sockets=self["max-sockets"],
+            socket_paths=tuple(self["ws-path"]),
         )
+
+
+# Seconds a stopping wsse waits for its sockets to close and its requests to be answered.
+DRAIN_TIMEOUT = 5.0
 
 
 class WSSEService(MultiService):
     """wsse's listeners (and the demo app), stating where it listens and for what."""
 
-    def __init__(self, listen: list[str], target: Target, resource: WSSEResource) -> None:
+    def __init__(
+        self,
+        listen: list[str],
+        target: Target,
+        resource: WSSEResource,
+        site: WSSESite,
+        clock: IReactorTime,
+    ) -> None:
         super().__init__()
         self._listen = listen
         self._target = target
         self._resource = resource
+        self._site = site
+        self._clock = clock
 
     def startService(self) -> None:
         super().startService()
@@ -257,9 +316,36 @@ class WSSEService(MultiService):
                 )
 
     def stopService(self) -> Deferred[object]:
+        """
+        Stop listening, then close every socket with 1001 and answer the
+        requests under way (a POST in flight gets its answer), for up to
+        L{DRAIN_TIMEOUT} seconds; what is left then is cut.
+        """
         stopped = super().stopService()
-        stopped.addCallback(lambda _: self._resource.close())
+        stopped.addCallback(lambda _: self._drain())
         return stopped
+
+    def _drain(self) -> Deferred[object]:
+        _log.info("wsse stopping: closing sockets (1001) and answering requests under way")
+        done: Deferred[object] = Deferred()
+
+        def cut() -> None:
+            _log.warn(
+                "wsse stopping: cut what was still open after {seconds}s", seconds=DRAIN_TIMEOUT
+            )
+            self._resource.abort()
+            self._site.abort()
+            done.callback(None)
+
+        def drained(_: object) -> None:
+            if cutting.active():
+                cutting.cancel()
+                done.callback(None)
+
+        cutting = self._clock.callLater(DRAIN_TIMEOUT, cut)
+        draining = DeferredList([self._resource.close(), self._site.stop()], consumeErrors=True)
+        draining.addCallback(drained)
+        return done
 
 
 def _endpoint_fields(description: str) -> tuple[str, list[str], dict[str, str]]:
@@ -321,10 +407,10 @@ def makeService(options: Options, reactor: IReactorTime | None = None) -> IServi
         target = Target("http", "127.0.0.1", port)
         demo_listen = f"tcp:{port}:interface=127.0.0.1"
     resource = WSSEResource(options.settings(target), reactor=reactor)
-    service = WSSEService(options["listen"], target, resource)
+    site = WSSESite(resource)
+    service = WSSEService(options["listen"], target, resource, site, reactor)
     if demo_listen is not None:
         strports.service(demo_listen, make_site(_demo.demo_resource())).setServiceParent(service)
-    site = make_site(resource)
     for description in options["listen"]:
         _check_can_listen(description)
         strports.service(description, site).setServiceParent(service)

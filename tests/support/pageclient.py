@@ -122,7 +122,12 @@ class PageClient:
         self.applied: list[int] = []  # the "sent" events: frames the server applied
         self.order: list[Event] = []  # every event, in the order it came
         self.stream: _Stream | None = None
-        self.headers = {b"Origin": [b"http://page.example"], b"User-Agent": [b"PageClient/1.0"]}
+        # What Chromium sends with the shim's requests from a page of this origin.
+        self.headers = {
+            b"Origin": [f"http://127.0.0.1:{port}".encode()],
+            b"Sec-Fetch-Site": [b"same-origin"],
+            b"User-Agent": [b"PageClient/1.0"],
+        }
 
     async def connect(self) -> int:
         """Open (or resume) the event stream, or start polling; the first status."""

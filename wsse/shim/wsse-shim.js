@@ -361,10 +361,23 @@
       setTimeout(function () { transport.finish(1006, "", false); }, 0);
       return;
     }
+    this.openFrame = open;
+    this.reopened = false;
     this.session.enqueue(FRAME_OPEN, this, open, 0);
   }
   FallbackTransport.prototype = {
     setBinaryType: function () { /* read at each message's delivery */ },
+
+    /* Its session turned out gone before the socket opened (a restarted wsse
+     * answered 410): whatever the app saw of it was dropped with the session,
+     * so it opens once more, on a new session, as a reconnecting app would. */
+    reopen: function () {
+      this.reopened = true;
+      delete this.session.sockets[this.number];
+      this.session = currentSession();
+      this.number = this.session.add(this);
+      this.session.enqueue(FRAME_OPEN, this, this.openFrame, 0);
+    },
 
     send: function (data) {
       if (this.readyState === CONNECTING) {
@@ -613,7 +626,7 @@
         signal: controller.signal
       }).then(function (response) {
         if (response.status === SESSION_GONE) {
-          session.fail();
+          session.fail(true);
           return null;
         }
         var type = response.headers.get("Content-Type") || "";
@@ -781,7 +794,8 @@
         }).then(function (response) {
           var transient = response.status === 408 || response.status === 429 || response.status >= 500;
           if (!response.ok && !transient) {
-            session.fail(); /* 410: the server no longer holds the session; others: it refused it */
+            /* 410: the server no longer holds the session; others: it refused it */
+            session.fail(response.status === SESSION_GONE);
             return;
           }
           if (!response.ok) {
@@ -855,12 +869,22 @@
 
     /* The end of the session. */
 
-    fail: function () {
-      /* The server no longer holds this page's session: every socket fails. */
+    fail: function (gone) {
+      /* The session is lost: every socket fails.  If the server said it no
+       * longer holds it (410), one still connecting for the first time tries
+       * a new session instead. */
+      if (this.ended) {
+        return; /* its sockets went when it ended (a late answer to an old POST) */
+      }
       var sockets = this.sockets;
       this.end();
       Object.keys(sockets).forEach(function (number) {
-        sockets[number].finish(1006, "", false);
+        var socket = sockets[number];
+        if (gone && socket.readyState === CONNECTING && !socket.aborted && !socket.reopened) {
+          socket.reopen();
+        } else {
+          socket.finish(1006, "", false);
+        }
       });
     },
 

@@ -1,0 +1,160 @@
+"""
+Bad input gets a precise answer and a log line, and changes nothing else.
+
+One process serves a bystander page (a fallback socket that keeps echoing
+numbered messages) and a plain WebSocket, while other clients send what they
+should not: malformed and truncated POST bodies, wrong content types, unknown
+sessions, bad sequence numbers and Last-Event-IDs, text that is not UTF-8,
+oversized headers, conflicting Content-Length and Transfer-Encoding, garbage
+instead of a WebSocket handshake.  After each, the bystander's next message
+comes back in order: every message exactly once.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+
+from tests.support.clients import http, parse_response, raw_exchange, ws_connect
+from tests.support.pageclient import PageClient
+from tests.test_bridge import BINARY, TEXT, BridgeTestCase
+from wsse import _protocol
+
+
+class BadInput(BridgeTestCase):
+    def setUp(self) -> object:
+        self.lines: list[str] = []
+
+        def observer(event: LogEvent) -> None:
+            self.lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return super().setUp()
+
+    async def bystanders_carry_on(self) -> None:
+        """The bystander page and native socket each echo their next message, in order."""
+        self.count += 1
+        await self.bystander.post([(TEXT, 1, b"%d" % self.count)])
+        self.assertEqual((await self.bystander.next_for(1)).data["d"], str(self.count))
+        self.native.sendMessage(b"%d" % self.count)
+        self.assertEqual(await self.native.messages.get(), (b"%d" % self.count, False))
+
+    def logged(self, text: str) -> None:
+        self.assertTrue(any(text in line for line in self.lines), (text, self.lines[-5:]))
+
+    async def fresh_page(self) -> PageClient:
+        page = PageClient(self.port)
+        self.addCleanup(page.close)
+        self.assertEqual(await page.connect(), 200)
+        await page.open(1, "/ws/echo")
+        return page
+
+    async def post_raw(
+        self, page: PageClient, body: bytes, content_type: bytes = _protocol.FRAMES_CONTENT_TYPE
+    ) -> int:
+        headers = [
+            (b"Content-Type", content_type),
+            (_protocol.SESSION_HEADER, (page.session or "").encode()),
+            (b"Sec-Fetch-Site", b"same-origin"),
+        ]
+        return (await http(self.port, b"POST", b"/__wsse/send", headers, body)).status
+
+    async def test_each_bad_input_is_answered_and_logged_and_nothing_else_changes(self) -> None:
+        self.count = 0
+        self.bystander = await self.page()
+        await self.bystander.open(1, "/ws/echo")
+        self.native = await ws_connect(self.port, "/ws/echo")
+        await self.bystanders_carry_on()
+
+        # Frames: truncated, garbage, a frame longer than the body.
+        for body in [
+            b"\x00\x00\x00",
+            b"garbage!" * 3,
+            struct.pack(">QBII", 0, TEXT, 1, 100) + b"x",
+        ]:
+            page = await self.fresh_page()
+            self.assertEqual(await self.post_raw(page, body), 400)
+            self.logged("fallback frames refused")
+            await self.bystanders_carry_on()
+
+        page = await self.fresh_page()
+        body = _protocol.encode_frames(page.seq, [(TEXT, 1, b"x")])
+        for content_type in [b"text/plain", b"application/x-www-form-urlencoded", b""]:
+            self.assertEqual(await self.post_raw(page, body, content_type), 415)
+        await self.bystanders_carry_on()
+
+        # Unknown and made-up sessions.
+        ghost = PageClient(self.port)
+        ghost.session = "A" * 22
+        self.assertEqual(await ghost.post([(TEXT, 1, b"x")]), 410)
+        self.assertEqual(await ghost.connect(), 410)
+        await self.bystanders_carry_on()
+
+        # A sequence number from the future, and a Last-Event-ID that is not one.
+        page = await self.fresh_page()
+        self.assertEqual(await page.post([(TEXT, 1, b"x")], seq=page.seq + 7), 409)
+        self.logged("fallback frames refused")
+        page = await self.fresh_page()
+        response = await http(
+            self.port,
+            b"GET",
+            b"/__wsse/events",
+            [(_protocol.SESSION_HEADER, (page.session or "").encode()), (b"Last-Event-ID", b"x1")],
+        )
+        self.assertEqual(response.status, 400)
+        await self.bystanders_carry_on()
+
+        # Text that is not UTF-8 closes that socket (1007), not the page's others.
+        page = await self.fresh_page()
+        await page.open(2, "/ws/echo")
+        await page.post([(TEXT, 1, b"caf\xc3")])
+        closed = await page.next_for(1)
+        self.assertEqual((closed.name, closed.data["code"]), ("close", 1007))
+        self.logged("not UTF-8")
+        # Split across parts, a character is fine; a broken one at the end is not.
+        await page.post([(_protocol.FRAME_TEXT_PART, 2, b"caf\xc3"), (TEXT, 2, b"\xa9")])
+        self.assertEqual((await page.next_for(2)).data["d"], "café")
+        await page.post([(BINARY, 2, b"\xff\xfe")])  # binary is any bytes
+        self.assertEqual((await page.next_for(2)).name, "binary")
+        await self.bystanders_carry_on()
+
+        # Smuggling: Content-Length and Transfer-Encoding together, twice a length.
+        for head in [
+            b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+            b"Content-Length: 4\r\nContent-Length: 40\r\n",
+            b"Transfer-Encoding: chunked, identity\r\n",
+        ]:
+            smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+            raw = await raw_exchange(
+                self.port,
+                b"POST /upload HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n0\r\n\r\n" + smuggled,
+            )
+            self.assertEqual(parse_response(raw).status, 400, head)
+            self.assertNotIn(b"/smuggled", b" ".join(s.uri for s in self.app.seen))
+        await self.bystanders_carry_on()
+
+        # Garbage where a WebSocket handshake or its frames should be.
+        raw = await raw_exchange(
+            self.port,
+            b"GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: not-a-key\r\n\r\n",
+        )
+        self.assertEqual(parse_response(raw).status, 400)
+        garbage = await ws_connect(self.port, "/ws/echo")
+        garbage.transport.write(b"\xff" * 64)  # not a frame the app can read
+        closed = await garbage.closed
+        self.assertIn(closed[1], (1002, 1006, None))
+        await self.bystanders_carry_on()
+
+        # Oversized headers.
+        seen = len(self.app.seen)
+        for big in [
+            [(b"X-Big", b"a" * 20000)],
+            [(b"X-Big-%d" % i, b"a" * 1000) for i in range(20)],
+        ]:
+            self.assertEqual((await http(self.port, b"GET", b"/x", big)).status, 431)
+            self.logged("request head over 16384 bytes (431)")
+        self.assertEqual(len(self.app.seen), seen)
+        await self.bystanders_carry_on()
