@@ -164,3 +164,4 @@ def test_the_security_defaults_and_options() -> None:
     assert chosen.max_message_size == 2 * 1024 * 1024
     assert chosen.socket_paths == (b"/ws", b"/api/kernels")
     assert default.socket_paths == ()
+    assert parse("--target-port", "8080")["idle-timeout"] == 75.0

@@ -158,6 +158,14 @@ class Options(usage.Options):
             _count,
         ],
         [
+            "idle-timeout",
+            None,
+            75.0,
+            "Seconds an idle keep-alive connection from a browser or gateway stays open "
+            "(nginx's keepalive_timeout); requests under way, event streams included, are not cut.",
+            _seconds,
+        ],
+        [
             "max-message-size",
             None,
             64,
@@ -407,7 +415,7 @@ def makeService(options: Options, reactor: IReactorTime | None = None) -> IServi
         target = Target("http", "127.0.0.1", port)
         demo_listen = f"tcp:{port}:interface=127.0.0.1"
     resource = WSSEResource(options.settings(target), reactor=reactor)
-    site = WSSESite(resource)
+    site = WSSESite(resource, timeout=options["idle-timeout"])
     service = WSSEService(options["listen"], target, resource, site, reactor)
     if demo_listen is not None:
         strports.service(demo_listen, make_site(_demo.demo_resource())).setServiceParent(service)
