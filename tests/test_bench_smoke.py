@@ -8,21 +8,12 @@ machine mean nothing.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 CANNOT_WEBSOCKET = ("ws-sse-proxy", "ws-sse-proxy+uvicorn[standard]")
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("wrk") is None or shutil.which("nginx", path="/usr/sbin:/usr/bin") is None,
-    reason="the benchmark needs wrk and nginx",
-)
-
 
 def test_smoke_run_completes(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
