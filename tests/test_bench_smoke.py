@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CANNOT_WEBSOCKET = ("ws-sse-proxy", "ws-sse-proxy+uvicorn[standard]")
 
+
 def test_smoke_run_completes(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run(

@@ -33,10 +33,8 @@ Reports (JSON, C{no-store}):
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,9 @@ from urllib.parse import parse_qs, urlsplit
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
+
+from tests.support.processes import serve_resource
 
 CONFORMANCE_PAGE = Path(__file__).with_name("conformance.html")
 
@@ -228,15 +228,7 @@ class Root(Resource):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    from twisted.internet import reactor
-    from twisted.python import log
-
-    log.startLogging(sys.stdout)
-    reactor.listenTCP(args.port, Site(Root()), interface="127.0.0.1")  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    serve_resource(Root(), argv, __doc__ or "")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ everything else runs wsse in the test's reactor.
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -17,6 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -130,3 +134,16 @@ def http_server_thread(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+def serve_resource(root: Resource, argv: list[str] | None = None, description: str = "") -> None:
+    """The C{main} of the tests' apps run as processes: C{--port N}, on 127.0.0.1, logging to stdout."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    from twisted.internet import reactor
+    from twisted.python import log
+
+    log.startLogging(sys.stdout)
+    reactor.listenTCP(args.port, Site(root), interface="127.0.0.1")  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]

@@ -24,14 +24,14 @@ every tab named in C{board.expect}: each tab clicks once per round.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from urllib.parse import parse_qs, urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
+
+from tests.support.processes import serve_resource
 
 PAGE = b"""<!doctype html>
 <html><head><meta charset="utf-8"><title>board</title>
@@ -161,15 +161,7 @@ class _Page(Resource):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    from twisted.internet import reactor
-    from twisted.python import log
-
-    log.startLogging(sys.stdout)
-    reactor.listenTCP(args.port, Site(Root()), interface="127.0.0.1")  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    serve_resource(Root(), argv, __doc__ or "")
 
 
 if __name__ == "__main__":
