@@ -11,6 +11,7 @@ an C{ssl:} endpoint serves it over https and wss.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect as connect_async
 from websockets.sync.client import connect
 
 from tests.support.processes import BIN, ROOT, free_port, running, wait_for_port
@@ -530,6 +532,23 @@ def test_app_behind_tls_sees_forwarded_proto_https(
     assert "Traceback" not in log.read_text(), log.read_text()
 
 
+async def _welcome_and_echo_over_wss(
+    port: int, certificate: Certificate, message: str
+) -> tuple[str | bytes, str | bytes]:
+    """The demo's welcome and the echo of `message`, over wss.
+
+    The asyncio client, not the threaded one: the threaded client reads in one thread while it
+    writes its handshake in another, and OpenSSL's connection objects are not safe for that (a
+    TLS 1.3 session ticket arriving meanwhile fails the write with "internal error").
+    """
+    async with connect_async(
+        f"wss://127.0.0.1:{port}/ws", ssl=certificate.context, open_timeout=10, close_timeout=5
+    ) as ws:
+        welcome = await asyncio.wait_for(ws.recv(), 10)
+        await ws.send(message)
+        return welcome, await asyncio.wait_for(ws.recv(), 10)
+
+
 @pytest.mark.parametrize("launcher", ["python-m-wsse", "twistd-nodaemon"])
 def test_demo_over_tls_serves_its_page_and_echoes_over_wss(
     launcher: str, certificate: Certificate, tmp_path: Path
@@ -545,17 +564,10 @@ def test_demo_over_tls_serves_its_page_and_echoes_over_wss(
         page = _get_page(port, context=certificate.context)
         assert "wsse demo" in page, page
         assert "data-wsse=" in page, page
-        with connect(
-            f"wss://127.0.0.1:{port}/ws",
-            ssl=certificate.context,
-            open_timeout=10,
-            close_timeout=5,
-        ) as ws:
-            welcome = ws.recv(timeout=10)
-            assert "welcome" in str(welcome), welcome
-            message = json.dumps({"hello": "through wsse over TLS"})
-            ws.send(message)
-            assert ws.recv(timeout=10) == message
+        message = json.dumps({"hello": "through wsse over TLS"})
+        welcome, echoed = asyncio.run(_welcome_and_echo_over_wss(port, certificate, message))
+        assert "welcome" in str(welcome), welcome
+        assert echoed == message
         status = _stop(process)
     output = log.read_text()
     if launcher == "python-m-wsse":
