@@ -13,6 +13,12 @@ and WebSocket frames are parsed and written by hand.
     WS  /push?size=S&count=N
                        sends N binary messages of S bytes as fast as the
                        connection takes them, then closes (1000)
+    WS  /seq?size=S&count=N
+                       the same with text messages, each starting with its
+                       number (ten digits), so a client can count what was
+                       lost, duplicated or reordered
+    WS  /hub           echoes every frame, and sends a text message starting
+                       with "all:" to every socket on /hub (a broadcast)
 
     python bench/bench_app.py PORT
 """
@@ -113,6 +119,7 @@ class BenchProtocol(asyncio.Protocol):
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        HUB.discard(self)
         self.writable.set()
         if self.pusher is not None:
             self.pusher.cancel()
@@ -171,11 +178,14 @@ class BenchProtocol(asyncio.Protocol):
         )
         url = urlsplit(target.decode("latin-1"))
         self.websocket = url.path
-        if url.path == "/push":
+        if url.path in ("/push", "/seq"):
             query = parse_qs(url.query)
             size = int(query.get("size", ["64"])[0])
             count = int(query.get("count", ["1"])[0])
-            self.pusher = asyncio.get_running_loop().create_task(self.push(size, count))
+            push = self.push if url.path == "/push" else self.numbered
+            self.pusher = asyncio.get_running_loop().create_task(push(size, count))
+        elif url.path == "/hub":
+            HUB.add(self)
         return False
 
     async def push(self, size: int, count: int) -> None:
@@ -189,6 +199,22 @@ class BenchProtocol(asyncio.Protocol):
             await self.writable.wait()
             n = min(per_batch, count - sent)
             self.transport.write(batch if n == per_batch else one * n)
+            sent += n
+        if not self.transport.is_closing():
+            self.transport.write(frame(0x8, struct.pack("!H", 1000)))
+
+    async def numbered(self, size: int, count: int) -> None:
+        """Write C{count} numbered text messages, about 256 KiB at a time, as fast as the peer reads."""
+        assert self.transport is not None
+        filler = b"n" * max(0, size - 10)
+        per_batch = max(1, (256 * 1024) // (size + 10))
+        sent = 0
+        while sent < count and not self.transport.is_closing():
+            await self.writable.wait()
+            n = min(per_batch, count - sent)
+            self.transport.write(
+                b"".join(frame(0x1, b"%010d" % i + filler) for i in range(sent, sent + n))
+            )
             sent += n
         if not self.transport.is_closing():
             self.transport.write(frame(0x8, struct.pack("!H", 1000)))
@@ -235,11 +261,20 @@ class BenchProtocol(asyncio.Protocol):
                 return
             if opcode == 0x9:
                 out.append(frame(0xA, payload))
-            elif opcode in (0x0, 0x1, 0x2) and self.websocket == "/echo":
+            elif opcode in (0x0, 0x1, 0x2) and self.websocket in ("/echo", "/hub"):
                 out.append(frame(opcode, payload, fin=bool(first & 0x80)))
+                if self.websocket == "/hub" and payload.startswith(b"all:"):
+                    everyone = frame(0x1, payload)
+                    for peer in HUB:
+                        if peer is not self and peer.transport is not None:
+                            peer.transport.write(everyone)
         self.buffer = buffer[offset:]
         if out:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+
+
+#: Every socket on /hub, for broadcasts.
+HUB: set[BenchProtocol] = set()
 
 
 async def serve(port: int) -> None:

@@ -17,6 +17,7 @@ CI: one repetition, 1 s runs, no timing verdicts worth reading.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fallback  # noqa: E402
 from contenders import (
     CONTENDERS,
     NO_WEBSOCKET,
@@ -72,6 +74,16 @@ WS_CASES = [
     Case("ws-push-64k", "ws", "app push, 64 KiB messages"),
     Case("ws-connect", "ws", "connect to first message"),
 ]
+FALLBACK_CASES = [
+    Case("fb-rtt-64", "fallback", "fallback echo round trip, 64 B"),
+    Case("fb-push-64", "fallback", "fallback app push, 64 B messages"),
+    Case("fb-push-64k", "fallback", "fallback app push, 64 KiB messages"),
+    Case("fb-burst", "fallback", "fallback client to app, a burst of 64 B sends"),
+    Case("fb-serial", "fallback", "fallback client to app, one POST at a time"),
+    Case("fb-connect", "fallback", "fallback open to first message (new page)"),
+]
+#: The contenders with a fallback, and the protocol their shim speaks.
+FALLBACK_SPEAKERS = {"wsse": "wsse", **{name: "wssp" for name in WSSP}}
 
 
 @dataclass(frozen=True)
@@ -82,12 +94,15 @@ class Settings:
     ws_seconds: float
     #: Round trips and connects run for ws_seconds but take at least this many samples.
     min_samples: int
+    #: Messages in a fallback burst, and sent one POST at a time.
+    burst: int
+    serial: int
 
     @classmethod
     def of(cls, smoke: bool) -> Settings:
         if smoke:
-            return cls(http_seconds=1, ws_seconds=0.5, min_samples=20)
-        return cls(http_seconds=5, ws_seconds=2, min_samples=200)
+            return cls(http_seconds=1, ws_seconds=0.5, min_samples=20, burst=200, serial=20)
+        return cls(http_seconds=5, ws_seconds=2, min_samples=200, burst=5000, serial=500)
 
 
 class Cannot(Exception):
@@ -373,6 +388,25 @@ def ws_case(case: Case, app: Running, proxy: Running, settings: Settings) -> dic
     return {**result, "cpu": meter.shares}
 
 
+# -- the fallback: bench/fallback.py ------------------------------------------------------
+
+
+def fallback_case(case: Case, app: Running, proxy: Running, settings: Settings) -> dict[str, Any]:
+    protocol = FALLBACK_SPEAKERS[proxy.name]
+    port, seconds, least = proxy.port, settings.ws_seconds, settings.min_samples
+    runs: dict[str, Callable[[], Any]] = {
+        "fb-rtt-64": lambda: fallback.round_trips(port, protocol, 64, seconds, least),
+        "fb-push-64": lambda: fallback.push(port, protocol, 64, seconds),
+        "fb-push-64k": lambda: fallback.push(port, protocol, 65536, seconds),
+        "fb-burst": lambda: fallback.burst(port, protocol, settings.burst, False),
+        "fb-serial": lambda: fallback.burst(port, protocol, settings.serial, True),
+        "fb-connect": lambda: fallback.connects(port, protocol, seconds, least // 4),
+    }
+    with Meter(app, proxy) as meter:
+        result = asyncio.run(runs[case.id]())
+    return {**result, "cpu": meter.shares}
+
+
 # -- statistics and tables ----------------------------------------------------------------
 
 
@@ -457,7 +491,15 @@ HEADLINE: dict[str, tuple[str, str, bool, list[tuple[str, str, str]]]] = {
     "ws-push-64": ("msgs", "", True, [("MB/s", "MBps", "")]),
     "ws-push-64k": ("msgs", "", True, [("MB/s", "MBps", "")]),
     "ws-connect": ("p50", "s->ms", False, [("p99 (ms)", "p99", "s->ms")]),
+    "fb-rtt-64": ("p50", "s->us", False, [("p99 (us)", "p99", "s->us")]),
+    "fb-push-64": ("msgs", "", True, [("MB/s", "MBps", "")]),
+    "fb-push-64k": ("msgs", "", True, [("MB/s", "MBps", "")]),
+    "fb-burst": ("msgs", "", True, []),
+    "fb-serial": ("msgs", "", True, []),
+    "fb-connect": ("p50", "s->ms", False, [("p99 (ms)", "p99", "s->ms")]),
 }
+#: Counted in every fallback case; the table shows the largest count of any repetition.
+LOSSES = ("lost", "duplicated", "reordered")
 HEADLINE_NAME = {
     "rps": "req/s",
     "msgs": "msgs/s",
@@ -474,20 +516,24 @@ def table(cases: list[Case], summary: dict[str, dict[str, dict[str, Any]]]) -> s
             " (us)" if unit == "s->us" else " (ms)" if unit == "s->ms" else ""
         )
         lines.append(f"\n**{case.title}**\n")
+        counted = case.kind == "fallback"
         header = ["contender", label, *[e[0] for e in extra], "x ws-sse-proxy best", "x nginx"]
         header.append("CPU % proxy / app / client")
+        if counted:
+            header.append("lost / dup / reordered (max)")
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         per = summary[case.id]
         best = faster_wssp(per, key, higher)
         for name in CONTENDERS:
-            if name not in per:
+            if name not in per or not per[name]["runs"]:
                 continue
             stats = per[name]
             if "cannot" in stats:
                 row = [name, "cannot", *["—" for _ in extra], "—", "—", "—"]
             elif stats["ok"] == 0:
                 row = [name, "error", *["—" for _ in extra], "—", "—", "—"]
+                row += ["—"] if counted else []
             else:
                 row = [
                     name
@@ -498,6 +544,10 @@ def table(cases: list[Case], summary: dict[str, dict[str, dict[str, Any]]]) -> s
                     ratio(stats, per.get("nginx"), key),
                     cpu_cell(stats),
                 ]
+            if counted:
+                row.append(
+                    " / ".join(f"{stats[k]['max']:.0f}" if k in stats else "—" for k in LOSSES)
+                )
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -633,7 +683,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="one short repetition, for CI")
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
-    parser.add_argument("--only", choices=("http", "ws"), help="run only one kind of case")
+    parser.add_argument(
+        "--only", choices=("http", "ws", "fallback"), help="run only one kind of case"
+    )
     parser.add_argument("--contenders", help="comma-separated subset of " + ",".join(CONTENDERS))
     parser.add_argument(
         "--render", type=Path, metavar="RESULTS_JSON", help="print the tables of a saved run"
@@ -650,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if name not in CONTENDERS:
             parser.error(f"unknown contender {name!r}")
-    cases = [c for c in HTTP_CASES + WS_CASES if options.only in (None, c.kind)]
+    cases = [c for c in HTTP_CASES + WS_CASES + FALLBACK_CASES if options.only in (None, c.kind)]
 
     started = time.time()
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {c.id: {n: [] for n in names} for c in cases}
@@ -663,13 +715,15 @@ def main(argv: list[str] | None = None) -> int:
         for name, proxy in measured.items():
             rss[name] = {"start": proxy.rss_kib()}
         rss["app"] = {"start": app.rss_kib()}
-        for kind in ("http", "ws"):
+        for kind in ("http", "ws", "fallback"):
             kind_cases = [c for c in cases if c.kind == kind]
             for rep in range(repeat):
                 for case in kind_cases:
                     for name in rotated(names, rep):
+                        if kind == "fallback" and name not in FALLBACK_SPEAKERS:
+                            continue
                         proxy = proxies[name]
-                        run = http_case if kind == "http" else ws_case
+                        run = {"http": http_case, "ws": ws_case, "fallback": fallback_case}[kind]
                         try:
                             result = run(case, app, proxy, settings)
                         except Cannot as e:
@@ -776,8 +830,16 @@ def render(
     if ws:
         out.append("\n## Real WebSocket passthrough")
         out.append(table(ws, summary))
+    fb = [c for c in cases if c.kind == "fallback"]
+    if fb:
+        out.append("\n## The fallback (event stream and POSTs, as each shim speaks it)")
+        out.append(table(fb, summary))
     out.append("\n## Memory (RSS, MiB)\n")
-    phases = [p for p in ("start", "after_http", "after_ws") if any(p in v for v in rss.values())]
+    phases = [
+        p
+        for p in ("start", "after_http", "after_ws", "after_fallback")
+        if any(p in v for v in rss.values())
+    ]
     out.append("| process | " + " | ".join(phases) + " |")
     out.append("|" + "---|" * (len(phases) + 1))
     for name, values in rss.items():

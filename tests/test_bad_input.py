@@ -119,6 +119,16 @@ class BadInput(BridgeTestCase):
         await page.post([(BINARY, 2, b"\xff\xfe")])  # binary is any bytes
         self.assertEqual((await page.next_for(2)).name, "binary")
         await self.bystanders_carry_on()
+        # Text from the app that is not UTF-8 closes its socket with 1007 as
+        # well, arriving whole in one read or over several.
+        page = await self.fresh_page()
+        await page.open(2, "/ws/echo")
+        await page.post([(TEXT, 1, b"!invalid 20"), (TEXT, 2, b"!invalid 300000")])
+        for socket in (1, 2):
+            closed = await page.next_for(socket)
+            self.assertEqual((closed.name, closed.data["code"]), ("close", 1007))
+        self.logged("text that is not UTF-8")
+        await self.bystanders_carry_on()
 
         # Smuggling: Content-Length and Transfer-Encoding together, twice a length.
         for head in [

@@ -1,7 +1,8 @@
 """
 Keeps the benchmark harness working: runs C{bench/compare.py --smoke} as CI
 would and checks that every case produced figures for every contender that can
-run it.  No timing assertions: the figures of a one-minute run on a shared
+run it, and that the fallback cases lost and duplicated nothing (nor reordered,
+through wsse).  No timing assertions: the figures of a one-minute run on a shared
 machine mean nothing.
 """
 
@@ -29,13 +30,16 @@ def test_smoke_run_completes(tmp_path: Path) -> None:
     assert "## Targets" in done.stdout
     results = json.loads(out.read_text())
     cases = results["cases"]
-    assert {c["kind"] for c in cases} == {"http", "ws"}
+    assert {c["kind"] for c in cases} == {"http", "ws", "fallback"}
     contenders = set(results["meta"]["contenders"]) - {"app"}
     assert contenders == {"direct", "wsse", "nginx", *CANNOT_WEBSOCKET}
     for case in cases:
         per = results["summary"][case["id"]]
         for name in contenders:
             stats = per[name]
+            if case["kind"] == "fallback" and name in ("direct", "nginx"):
+                assert stats["runs"] == 0, (case["id"], name, stats)  # they have no fallback
+                continue
             if case["kind"] == "ws" and name in CANNOT_WEBSOCKET:
                 assert "cannot" in stats, (case["id"], name, stats)
                 continue
@@ -45,4 +49,10 @@ def test_smoke_run_completes(tmp_path: Path) -> None:
             assert numbers, (case["id"], name, stats)
             if headline:
                 assert stats[headline]["median"] > 0, (case["id"], name, stats)
+            if case["kind"] == "fallback" and case["id"] != "fb-connect":
+                # counted, and in the smoke run as in a full one nothing may go missing
+                for count in ("lost", "duplicated"):
+                    assert stats[count]["max"] == 0, (case["id"], name, stats)
+                if name == "wsse":
+                    assert stats["reordered"]["max"] == 0, (case["id"], name, stats)
     assert "after_http" in results["rss_kib"]["wsse"]

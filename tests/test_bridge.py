@@ -50,6 +50,26 @@ class Sockets(BridgeTestCase):
             self.assertEqual(event.name, "binary")
             self.assertEqual(base64.b64decode(event.data["d"]), payload)
 
+    async def test_the_app_s_messages_of_every_kind_arrive_in_order(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        await page.post([(TEXT, 1, b"!burst 3000")])
+        for n in range(3000):
+            event = await page.next_for(1)
+            self.assertEqual((event.name, event.data["d"]), ("text", str(n)))
+        await page.post([(TEXT, 1, b"!mixed")])
+        got = [await page.next_for(1) for _ in range(5)]
+        self.assertEqual(
+            [(e.name, e.data["d"]) for e in got],
+            [
+                ("text", "first"),
+                ("binary", base64.b64encode(b"\x00\xff").decode()),
+                ("text", "in three frames"),
+                ("text", "b" * 100_000),
+                ("text", "last"),
+            ],
+        )
+
     async def test_the_server_says_which_frames_it_applied_before_their_echo(self) -> None:
         page = await self.page()
         await page.open(1, "/ws/echo")

@@ -51,6 +51,20 @@ class MethodsPathsBodies(ProxyTestCase):
         self.assertEqual(answer["length"], len(body))
         self.assertEqual(answer["sha256"], hashlib.sha256(body).hexdigest())
 
+    async def test_form_bodies_reach_the_app_as_they_are_even_malformed(self) -> None:
+        """wsse does not parse forms: the app judges a body, not the proxy."""
+        forms = [
+            (b"application/x-www-form-urlencoded", b"a=1&b=%ZZ&&c"),
+            (b"multipart/form-data; boundary=xyz", b"--xyz\r\nnot a part at all"),
+            (b"multipart/form-data", b"no boundary given"),
+        ]
+        for content_type, body in forms:
+            response = await http(
+                self.port, b"POST", b"/form", [(b"Content-Type", content_type)], body=body
+            )
+            self.assertEqual(response.status, 200, content_type)
+            self.assertEqual(self.app.seen[-1].body, body)
+
     async def test_a_chunked_upload_arrives_whole(self) -> None:
         raw = await raw_exchange(
             self.port,

@@ -253,11 +253,13 @@ class Page:
         if last_id == 0 and self.state.events_after(0) == []:
             self.emit(
                 _protocol.EVENT_SESSION,
-                {
-                    "session": self.state.id,
-                    "heartbeat": round(self.bridge.settings.heartbeat * 1000),
-                    "grace": round(self.bridge.settings.grace * 1000),
-                },
+                _protocol.json_data(
+                    {
+                        "session": self.state.id,
+                        "heartbeat": round(self.bridge.settings.heartbeat * 1000),
+                        "grace": round(self.bridge.settings.grace * 1000),
+                    }
+                ),
             )
             return
         self.acknowledge(last_id)
@@ -282,12 +284,16 @@ class Page:
         self._grace = None
         self.end("the page did not come back within the grace period", 1006)
 
-    def emit(self, name: bytes, data: object) -> None:
+    def emit(self, name: bytes, data: bytes, urgent: bool = True) -> None:
+        """
+        Log and send an event; C{data} as L{_protocol.json_data} makes it.
+        One not C{urgent} may wait to go out with the next.
+        """
         if self.ended:
             return
         encoded = self.state.append(name, data)
         if self._stream is not None:
-            self._stream.send(encoded)
+            self._stream.send(encoded, urgent)
         if self.state.unacknowledged > self.bridge.settings.replay_buffer:
             self.end("the page fell behind by more than the replay buffer", 1006)
         else:
@@ -364,7 +370,7 @@ class Page:
                 socket.send(frame.payload, *_MESSAGE_KINDS[frame.kind])
         if fresh:
             # After the frames, before anything the app answers (in a later turn).
-            self.emit(_protocol.EVENT_SENT, {"seq": fresh[-1].seq})
+            self.emit(_protocol.EVENT_SENT, b'{"seq":%d}' % fresh[-1].seq, urgent=False)
 
     def _check(self, frames: list[_protocol.Frame]) -> dict[int, _protocol.OpenRequest]:
         """Refuse a batch that is out of order or malformed before any of it is applied."""
@@ -439,7 +445,9 @@ class Page:
                 if socket.opened:
                     self.emit(
                         _protocol.EVENT_CLOSE,
-                        {"s": socket.number, "code": code, "reason": "", "clean": True},
+                        _protocol.json_data(
+                            {"s": socket.number, "code": code, "reason": "", "clean": True}
+                        ),
                     )
         self.ended = True
         if self._grace is not None:
@@ -584,11 +592,13 @@ class PageSocket:
             self.pace(True)
         self._page.emit(
             _protocol.EVENT_OPEN,
-            {
-                "s": self.number,
-                "protocol": socket.websocket_protocol_in_use or "",
-                "extensions": "",
-            },
+            _protocol.json_data(
+                {
+                    "s": self.number,
+                    "protocol": socket.websocket_protocol_in_use or "",
+                    "extensions": "",
+                }
+            ),
         )
 
     def upstream_message(self, payload: bytes, is_binary: bool) -> None:
@@ -626,7 +636,7 @@ class PageSocket:
         self._page.forget_socket(self.number)
         self._page.emit(
             _protocol.EVENT_CLOSE,
-            {"s": self.number, "code": code, "reason": reason, "clean": clean},
+            _protocol.json_data({"s": self.number, "code": code, "reason": reason, "clean": clean}),
         )
 
     def _abandon_app(self) -> None:

@@ -50,6 +50,7 @@ class EventStream:
         self._lost = lost
         self._pending: list[bytes] = []
         self._flush_call: IDelayedCall | None = None
+        self._flush_soon = False  # the flush call is for this turn, not a later one
         self.open = True
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache, no-transform")
@@ -64,16 +65,25 @@ class EventStream:
         self._heartbeat.clock = clock
         self._heartbeat.start(heartbeat, now=False)
 
-    def send(self, data: bytes) -> None:
-        """Queue an encoded event; everything queued in one turn goes out in one write."""
+    def send(self, data: bytes, urgent: bool = True) -> None:
+        """
+        Queue an encoded event; everything queued in one turn goes out in one
+        write.  One not C{urgent} waits for the next event, or L{_protocol.SENT_DELAY}.
+        """
         if not self.open:
             return
         self._pending.append(data)
-        if self._flush_call is None:
+        if urgent and not self._flush_soon:
+            if self._flush_call is not None:
+                self._flush_call.cancel()
             self._flush_call = self._clock.callLater(0, self._flush)
+            self._flush_soon = True
+        elif self._flush_call is None:
+            self._flush_call = self._clock.callLater(_protocol.SENT_DELAY, self._flush)
 
     def _flush(self) -> None:
         self._flush_call = None
+        self._flush_soon = False
         if self.open and self._pending:
             data, self._pending = b"".join(self._pending), []
             self._request.write(data)
@@ -98,6 +108,7 @@ class EventStream:
         if self._flush_call is not None:
             self._flush_call.cancel()
             self._flush_call = None
+        self._flush_soon = False
         self._pending = []
 
     def _finished(self, result: object) -> None:
@@ -143,22 +154,31 @@ class EventPoll:
         self._pending: list[bytes] = []
         self._size = 0
         self._answer_call: IDelayedCall | None = None
+        self._answer_soon = False
         self.open = True
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache, no-transform")
         request.notifyFinish().addBoth(self._finished)
         self._hold = clock.callLater(hold, self.close)
 
-    def send(self, data: bytes) -> None:
-        """Queue an event: the poll is answered with everything queued in this turn."""
+    def send(self, data: bytes, urgent: bool = True) -> None:
+        """
+        Queue an event: the poll is answered with everything queued in this
+        turn.  One not C{urgent} waits for the next event, or L{_protocol.SENT_DELAY}.
+        """
         if not self.open:
             return
         self._pending.append(data)
         self._size += len(data)
         if self._size >= _POLL_ANSWER_LIMIT:
             self.close()
-        elif self._answer_call is None:
+        elif urgent and not self._answer_soon:
+            if self._answer_call is not None:
+                self._answer_call.cancel()
             self._answer_call = self._clock.callLater(0, self.close)
+            self._answer_soon = True
+        elif self._answer_call is None:
+            self._answer_call = self._clock.callLater(_protocol.SENT_DELAY, self.close)
 
     def close(self) -> None:
         """Answer the poll with what is queued (perhaps nothing)."""

@@ -81,7 +81,10 @@ EVENT_BINARY = b"binary"  # {"s": socket, "d": base64 str}
 EVENT_CLOSE = b"close"  # {"s": socket, "code": int, "reason": str, "clean": bool}
 # Frames up to this sequence number are applied: sent on the stream before any
 # event they cause, so a page's bufferedAmount is down before an echo arrives.
+# It goes out with the next event, or after SENT_DELAY seconds if none comes
+# (the POST's answer has told the page as much): one write, not two.
 EVENT_SENT = b"sent"  # {"seq": int}
+SENT_DELAY = 0.05
 
 # Frame types.
 FRAME_OPEN = 1  # payload: JSON {"url": path and query, "protocols": [str]}
@@ -109,17 +112,34 @@ _FRAME_HEAD = struct.Struct(">BII")
 _FIRST_SEQ = struct.Struct(">Q")
 
 
-def event(event_id: int, name: bytes, data: object) -> bytes:
-    """One event of the stream, ready to write."""
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, name, body)
+def json_data(data: object) -> bytes:
+    """An event's data: compact JSON in UTF-8, on one line."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def message_data(socket: int, payload: bytes, is_binary: bool) -> tuple[bytes, object]:
-    """The event name and data carrying one WebSocket message."""
+def event(event_id: int, name: bytes, data: bytes) -> bytes:
+    """One event of the stream, ready to write; C{data} as L{json_data} makes it."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, name, data)
+
+
+# What JSON must escape in a string: quote, backslash and control characters
+# (which include the CR and LF that would also end an event's data line).
+_ESCAPED = bytes(range(0x20)) + b'"\\'
+
+
+def message_data(socket: int, payload: bytes, is_binary: bool) -> tuple[bytes, bytes]:
+    """
+    The event name and data carrying one WebSocket message; a text payload
+    must be valid UTF-8 (the upstream socket checks it).
+
+    Text with nothing to escape, which is most text, is its own JSON string:
+    its bytes go into the event as they are, without decoding and encoding.
+    """
     if is_binary:
-        return EVENT_BINARY, {"s": socket, "d": base64.b64encode(payload).decode("ascii")}
-    return EVENT_TEXT, {"s": socket, "d": payload.decode("utf-8")}
+        return EVENT_BINARY, b'{"s":%d,"d":"%s"}' % (socket, base64.b64encode(payload))
+    if len(payload.translate(None, _ESCAPED)) == len(payload):
+        return EVENT_TEXT, b'{"s":%d,"d":"%s"}' % (socket, payload)
+    return EVENT_TEXT, json_data({"s": socket, "d": payload.decode("utf-8")})
 
 
 class MalformedFrames(ValueError):

@@ -122,6 +122,12 @@ class StreamingRequest(Request):
     _streaming = False
     _idle_timeout: float | None = None
 
+    def __init__(self, channel: HTTPChannel, *args: object, **kwargs: object) -> None:
+        # A proxy hands bodies on as they come: parsing forms into args would
+        # cost time on every POST (the fallback's included) and memory on uploads.
+        kwargs["parsePOSTFormSubmission"] = False
+        super().__init__(channel, *args, **kwargs)
+
     def gotLength(self, length: int | None) -> None:
         if length is not None and length <= STREAM_ABOVE or not self._start_early(length):
             super().gotLength(length)

@@ -28,8 +28,8 @@ class PageState(Protocol):
     id: str
     sockets: set[int]
 
-    def append(self, name: bytes, data: object) -> bytes:
-        """Log an event under the next id; the encoded event, ready to send."""
+    def append(self, name: bytes, data: bytes) -> bytes:
+        """Log an event (its data as L{_protocol.json_data} makes it) under the next id; the encoded event, ready to send."""
         ...
 
     def events_after(self, last_id: int) -> list[bytes] | None:
@@ -73,7 +73,7 @@ class MemoryPageState:
         self._size = 0
         self._next_seq = 0
 
-    def append(self, name: bytes, data: object) -> bytes:
+    def append(self, name: bytes, data: bytes) -> bytes:
         self._last_id += 1
         encoded = _protocol.event(self._last_id, name, data)
         self._log.append((self._last_id, encoded))

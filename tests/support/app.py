@@ -9,6 +9,7 @@ behaviour the client drives with text commands.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -97,7 +98,10 @@ class WSApp(WebSocketServerProtocol):  # type: ignore[misc]
     handshake, C{/ws/slow} takes 6 s to accept it); a text message starting with C{!} is a command:
     C{!close CODE REASON}, C{!fragments N TEXT} (one message in N frames),
     C{!ping PAYLOAD} (answers C{pong PAYLOAD} when the pong arrives),
-    C{!flood BYTES} (sends that many bytes in 64 KiB binary messages).
+    C{!flood BYTES} (sends that many bytes in 64 KiB binary messages),
+    C{!mixed} (text, binary, a message in frames, a ping, 100 KB of text and
+    text again, in one write), C{!invalid SIZE} (a text message of SIZE
+    bytes that is not UTF-8), C{!burst N} (N numbered text messages).
     """
 
     factory: WSAppFactory
@@ -139,6 +143,22 @@ class WSApp(WebSocketServerProtocol):  # type: ignore[misc]
             self.endMessage()
         elif command == "ping":
             self.sendPing(rest.encode())
+        elif command == "mixed":
+            self.sendMessage(b"first")
+            self.sendMessage(b"\x00\xff", isBinary=True)
+            self.beginMessage(isBinary=False)
+            for part in (b"in ", b"three ", b"frames"):
+                self.sendMessageFrame(part)
+            self.endMessage()
+            self.sendPing(b"mixed")
+            self.sendMessage(b"b" * 100_000)
+            self.sendMessage(b"last")
+        elif command == "invalid":
+            self.sendMessage(b"x" * (int(rest) - 2) + b"\xc3(")
+        elif command == "burst":
+            # Frames made here and written at once, so that many arrive in one read.
+            numbers = [b"%d" % n for n in range(int(rest))]
+            self.sendData(b"".join(b"\x81" + bytes([len(n)]) + n for n in numbers))
         elif command == "flood":
             remaining = int(rest)
             chunk = b"\xa5" * 65536
@@ -251,4 +271,7 @@ class RawAppFactory(ServerFactory):
 def app_site() -> tuple[App, WSAppFactory, Site]:
     """The HTTP app and the WebSocket app (under C{/ws}) in one Site."""
     app, ws = App(), WSAppFactory()
-    return app, ws, Site(Root(app, ws))
+    site = Site(Root(app, ws))
+    # The app sees bodies as sent: twisted.web would answer a malformed form itself.
+    site.requestFactory = functools.partial(Request, parsePOSTFormSubmission=False)
+    return app, ws, site

@@ -140,6 +140,11 @@ class EchoProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             header = {"kind": kind, "size": len(payload), "crc": crc32(payload)}
             self.sendMessage(json.dumps(header).encode("utf-8"), False)
             self.sendMessage(payload, kind == "binary")
+        elif command.startswith("repeat:"):
+            # count messages of size ASCII bytes, all at once
+            _, count, size = command.split(":")
+            for _ in range(int(count)):
+                self.sendMessage(b"r" * int(size), False)
         elif command == "abort":
             self.transport.abortConnection()
         else:

@@ -511,6 +511,9 @@
   var FRAMES_TYPE = "application/x-wsse-frames";
   var SESSION_GONE = 410;
   var ACK_EVERY = 64;
+  /* ...or every 512 KiB of events: the server stops reading the app's sockets
+   * at 4 MiB unacknowledged, so big messages must not wait for 64 events. */
+  var ACK_BYTES = 512 * 1024;
   var ACK_AFTER_MS = 1000;
   var IDLE_END_MS = 5000;
   /* An event stream must show its first bytes (its preamble) within this
@@ -548,6 +551,7 @@
     this.nextNumber = 1;
     this.lastEventId = 0;
     this.ackedEventId = 0;
+    this.unackedBytes = 0;
     this.queue = [];
     this.nextSeq = 0;
     this.posting = false;
@@ -713,6 +717,7 @@
         return; /* replayed, and already handled */
       }
       this.lastEventId = id;
+      this.unackedBytes += data.length;
       this.streamRetryMs = 0;
       var fields = JSON.parse(data);
       if (name === "sent") {
@@ -768,7 +773,8 @@
 
     ackDue: function () {
       var unacked = this.lastEventId - this.ackedEventId;
-      return unacked >= ACK_EVERY || (unacked > 0 && this.ackTimer === null);
+      return unacked >= ACK_EVERY || this.unackedBytes >= ACK_BYTES ||
+        (unacked > 0 && this.ackTimer === null);
     },
 
     post: function () {
@@ -782,6 +788,7 @@
       this.posting = true;
       this.batch().then(function (batch) {
         var ack = session.lastEventId;
+        session.unackedBytes = 0;
         var headers = { "Content-Type": FRAMES_TYPE };
         headers[SESSION_HEADER] = session.id;
         headers[ACK_HEADER] = String(ack);
