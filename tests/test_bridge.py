@@ -479,11 +479,38 @@ class FlowControl(BridgeTestCase):
         event = await page.next_for(1)
         self.assertTrue(base64.b64decode(event.data["d"]).endswith(b"end"))
 
+    async def test_big_events_pause_the_app_only_past_the_low_mark_and_not_for_good(
+        self,
+    ) -> None:
+        page = await self.page()  # (it never acknowledges)
+        await page.open(1, "/ws/echo")
+        server_page = self.page_socket()
+        socket = server_page.sockets[1]
+        paused: list[bool] = []
+        pace = socket.pace
+        socket.pace = lambda is_paused: (paused.append(is_paused), pace(is_paused))
+        # 11 binary messages of 64 KiB: each event is bigger than the 64 KiB
+        # after which Twisted calls the browser slow, all of them under 1 MiB.
+        await page.post([(TEXT, 1, b"!flood 700000")])
+        for _ in range(11):
+            self.assertEqual((await page.next_for(1)).name, "binary")
+        self.assertEqual(paused, [])
+        # Past 1 MiB unacknowledged, a slow browser pauses the app, until it
+        # catches up; a pause never outlives its reason.
+        await page.post([(TEXT, 1, b"!flood 2000000")])
+        for _ in range(31):
+            self.assertEqual((await page.next_for(1)).name, "binary")
+        self.assertFalse(server_page.paused)
+
     async def test_a_replaced_stream_that_was_paused_does_not_keep_the_app_paused(self) -> None:
         page = await self.page()
         await page.open(1, "/ws/echo")
         server_page = self.page_socket()
-        server_page._stream.pauseProducing()  # the browser stopped reading that stream
+        # Over 1 MiB the page has not acknowledged, then the browser stops reading.
+        await page.post([(TEXT, 1, b"!flood 1000000")])
+        for _ in range(16):
+            await page.next_for(1)
+        server_page._stream.pauseProducing()
         self.assertTrue(server_page.paused)
         self.assertEqual(await page.connect(), 200)  # the shim gave up on it and reconnected
         self.assertFalse(server_page.paused)

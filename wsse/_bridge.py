@@ -233,6 +233,7 @@ class Page:
         self._stream: EventStream | EventPoll | None = None
         self._grace: IDelayedCall | None = None
         self._browser_slow = False
+        self._backlogged = False  # unacknowledged events passed the high mark, not yet the low
         self._paused = False
         self._waiting: list[Request] = []
         self.ended = False
@@ -312,11 +313,13 @@ class Page:
 
     def _update_pause(self) -> None:
         backlog = self.state.unacknowledged
-        paused = (
-            self._browser_slow
-            or backlog > _PAUSE_ABOVE
-            or (self._paused and backlog > _RESUME_BELOW)
-        )
+        # A backlog pauses above one mark and resumes below a lower one.  A
+        # slow browser pauses only while it is slow, and only once the lower
+        # mark is passed: Twisted calls a browser slow as soon as 64 KiB wait
+        # to be written, which one big event does, and the page (reading
+        # along, acknowledging as it goes) would pause the app at every one.
+        self._backlogged = backlog > _PAUSE_ABOVE or (self._backlogged and backlog > _RESUME_BELOW)
+        paused = self._backlogged or (self._browser_slow and backlog > _RESUME_BELOW)
         if paused != self._paused:
             self._paused = paused
             for socket in self.sockets.values():
