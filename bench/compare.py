@@ -642,6 +642,53 @@ def targets(
                 lambda v, b: v <= 1.5 * b,
                 "{v:.6f} s vs {b:.6f} s = " + (f"{w / n:.2f}x" if w and n else "?"),
             )
+    case = "fb-rtt-64"
+    if case in summary:
+        for key in ("p50", "p99"):
+            fast = faster_wssp(summary[case], key, False)
+            w, b = med(case, "wsse", key), med(case, fast, key)
+            add(
+                f"Fallback echo RTT {key} <= ws-sse-proxy's",
+                w,
+                b,
+                lambda v, b: v <= b,
+                "{v:.6f} s vs {b:.6f} s = " + (f"{w / b:.2f}x" if w and b else "?"),
+            )
+        w, n = med(case, "wsse", "p50"), med("ws-rtt-64", "nginx", "p50")
+        add(
+            "Fallback echo RTT p50 <= 3x a real WebSocket's through nginx",
+            w,
+            n,
+            lambda v, b: v <= 3 * b,
+            "{v:.6f} s vs {b:.6f} s = " + (f"{w / n:.2f}x" if w and n else "?"),
+        )
+    for case, key, unit, size in (
+        ("fb-push-64", "msgs", "msgs/s", "64 B"),
+        ("fb-push-64k", "MBps", "MB/s", "64 KiB"),
+    ):
+        if case in summary:
+            best = faster_wssp(summary[case], key, True)
+            w, b = med(case, "wsse", key), med(case, best, key)
+            add(
+                f"Fallback app push {size}: {unit} >= 1.2x ws-sse-proxy",
+                w,
+                b,
+                lambda v, b: v >= 1.2 * b,
+                "{v:,.1f} vs {b:,.1f} = " + (f"{w / b:.2f}x" if w and b else "?"),
+            )
+    if "fb-burst" in summary and "fb-serial" in summary:
+        best = faster_wssp(summary["fb-serial"], "msgs", True)
+        w, b = med("fb-burst", "wsse", "msgs"), med("fb-serial", best, "msgs")
+        reordered = summary["fb-burst"].get("wsse", {}).get("reordered", {}).get("max")
+        add(
+            "Fallback client to app: burst msgs/s >= 10x ws-sse-proxy one POST at a time, none reordered",
+            w,
+            b,
+            lambda v, b: v >= 10 * b and reordered == 0,
+            "{v:,.0f} vs {b:,.0f} = "
+            + (f"{w / b:.1f}x" if w and b else "?")
+            + f", {'?' if reordered is None else f'{reordered:.0f}'} reordered",
+        )
     ws = [c.id for c in WS_CASES if c.id in summary]
     if ws:
         shown = all("cannot" in summary[c].get(n, {}) for c in ws for n in WSSP)
