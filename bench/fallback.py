@@ -254,8 +254,8 @@ class WssePage:
         self.last_id = int(eid)
         self.unacked_bytes += len(data)
         if name == b"text":
-            fields = json.loads(data)
-            self.handlers[fields["s"]](fields["d"].encode())
+            socket, _, message = data.partition(b" ")
+            self.handlers[int(socket)](message)
         elif name == b"open":
             self.opened[json.loads(data)["s"]].set_result(None)
         elif name == b"close":

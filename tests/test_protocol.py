@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.pageclient import event_data
 from wsse import _protocol
 
 SHIM = (Path(_protocol.__file__).parent / "shim" / "wsse-shim.js").read_text()
@@ -135,23 +136,30 @@ def test_malformed_bodies_are_refused(body: bytes) -> None:
         _protocol.parse_frames(body)
 
 
-@given(text=st.text(), socket=st.integers(min_value=0, max_value=2**32 - 1))
-def test_text_events_carry_any_text_on_one_line(text: str, socket: int) -> None:
-    name, data = _protocol.message_data(socket, text.encode("utf-8", "replace"), False)
-    encoded = _protocol.event(7, name, data)
-    lines = encoded.split(b"\n")
-    assert lines[:2] == [b"id: 7", b"event: text"] and lines[3:] == [b"", b""]
-    assert json.loads(lines[2][len(b"data: ") :])["d"] == text.encode("utf-8", "replace").decode()
-    # Text taken as it is (nothing to escape) is exactly what the JSON encoder would write.
+@given(
+    text=st.text() | st.text(alphabet='ab\r\n\x00"\\: '),
+    socket=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_text_events_carry_any_text_exactly(text: str, socket: int) -> None:
     payload = text.encode("utf-8", "replace")
-    assert data == _protocol.json_data({"s": socket, "d": payload.decode()})
+    name, data = _protocol.message_data(socket, payload, False)
+    encoded = _protocol.event(7, name, data)
+    # Read as the shim reads a stream: lines end at line feeds, an empty line
+    # ends the event, data lines join with line feeds.
+    assert encoded.endswith(b"\n\n") and b"\n\n" not in encoded[:-2]
+    lines = encoded[:-2].split(b"\n")
+    assert lines[:2] == [b"id: 7", b"event: text"]
+    assert all(line.startswith(b"data: ") for line in lines[2:])
+    joined = b"\n".join(line[len(b"data: ") :] for line in lines[2:])
+    assert joined == b"%d " % socket + payload
+    assert event_data("text", joined) == {"s": socket, "d": payload.decode()}
 
 
 @given(payload=st.binary(max_size=1000))
 def test_binary_events_round_trip(payload: bytes) -> None:
     name, data = _protocol.message_data(3, payload, True)
     assert name == _protocol.EVENT_BINARY
-    assert json.loads(data) == {"s": 3, "d": base64.b64encode(payload).decode()}
+    assert data == b"3 " + base64.b64encode(payload)
 
 
 def test_open_and_close_payloads() -> None:

@@ -50,14 +50,21 @@ class SSEParser:
                     self.comments += 1
                     continue
                 name, _, value = line.partition(b": ")
+                if name == b"data" and name in fields:
+                    value = fields[name] + b"\n" + value  # data lines join with line feeds
                 fields[name] = value
             if b"event" in fields:
-                events.append(
-                    Event(
-                        int(fields[b"id"]), fields[b"event"].decode(), json.loads(fields[b"data"])
-                    )
-                )
+                name = fields[b"event"].decode()
+                events.append(Event(int(fields[b"id"]), name, event_data(name, fields[b"data"])))
         return events
+
+
+def event_data(name: str, data: bytes) -> Any:
+    """An event's data as the shim reads it: messages as {"s": socket, "d": str}, the rest JSON."""
+    if name in ("text", "binary"):
+        socket, _, message = data.partition(b" ")
+        return {"s": int(socket), "d": message.decode("utf-8")}
+    return json.loads(data)
 
 
 class _Stream(Protocol):

@@ -672,7 +672,7 @@
       var session = this;
       var decoder = new TextDecoder();
       var buffer = "";
-      var event = { id: null, name: "message", data: "" };
+      var event = { id: null, name: "message", data: null };
       function pump(result) {
         if (result.done || session.ended) {
           return null;
@@ -690,9 +690,9 @@
           start = end + 1;
           if (line === "") {
             if (event.id !== null) {
-              session.dispatch(Number(event.id), event.name, event.data);
+              session.dispatch(Number(event.id), event.name, event.data || "");
             }
-            event = { id: null, name: "message", data: "" };
+            event = { id: null, name: "message", data: null };
           } else if (line.charAt(0) !== ":") {
             var colon = line.indexOf(": ");
             var field = line.slice(0, colon);
@@ -702,7 +702,8 @@
             } else if (field === "event") {
               event.name = value;
             } else if (field === "data") {
-              event.data = value;
+              /* a line feed in a text message continues it on a new data line */
+              event.data = event.data === null ? value : event.data + "\n" + value;
             }
           }
         }
@@ -719,7 +720,14 @@
       this.lastEventId = id;
       this.unackedBytes += data.length;
       this.streamRetryMs = 0;
-      var fields = JSON.parse(data);
+      var fields;
+      if (name === "text" || name === "binary") {
+        /* "<socket> <message>": the message as it is, or in base64 */
+        var space = data.indexOf(" ");
+        fields = { s: Number(data.slice(0, space)), d: data.slice(space + 1) };
+      } else {
+        fields = JSON.parse(data);
+      }
       if (name === "sent") {
         this.accepted(fields.seq);
       } else if (name === "session") {
