@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import ip_network
 
 import pytest
@@ -81,6 +82,20 @@ def test_forwarded_headers_are_trusted_from_loopback_by_default_or_from_everyone
         Target("http", "a", 1)
     )
     assert everyone.trusts_forwarded_headers_from("203.0.113.9")
+
+
+def test_the_trust_remembered_per_address_belongs_to_its_settings() -> None:
+    """Decisions are cached per address; a copy with other networks decides afresh."""
+    settings = parse("--target-port", "8080").settings(Target("http", "a", 1))
+    for _ in range(2):
+        assert settings.trusts_forwarded_headers_from("127.0.0.1")
+        assert not settings.trusts_forwarded_headers_from("10.1.2.3")
+        assert not settings.trusts_forwarded_headers_from("not an address")
+    gateway = replace(settings, forwarded_allow_ips=(ip_network("10.0.0.0/8"),))
+    assert gateway.trusts_forwarded_headers_from("10.1.2.3")
+    assert not gateway.trusts_forwarded_headers_from("127.0.0.1")
+    assert settings.trusts_forwarded_headers_from("127.0.0.1")
+    assert replace(gateway) == gateway and hash(replace(gateway)) == hash(gateway)
 
 
 @pytest.mark.parametrize(

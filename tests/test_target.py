@@ -39,6 +39,15 @@ def test_bad_target_urls_say_why(url: str, complaint: str) -> None:
         Target.from_url(url)
 
 
+def test_a_target_s_cached_forms_leave_it_equal_to_a_fresh_one() -> None:
+    target = Target("https", "app", 8443, b"/base")
+    assert (target.authority, target.origin) == (b"app:8443", b"https://app:8443")
+    assert target.url(b"/x?y") == b"https://app:8443/base/x?y"
+    fresh = Target("https", "app", 8443, b"/base")
+    assert target == fresh and hash(target) == hash(fresh)
+    assert Target("https", "app", 443).url(b"/") == b"https://app/"
+
+
 def test_the_upstream_url_keeps_the_path_as_sent() -> None:
     target = Target("http", "127.0.0.1", 8080, b"/base")
     assert (

@@ -34,11 +34,12 @@ class _TargetEndpointFactory:
     """Every connection goes to the configured target, whatever URL the agent was given."""
 
     def __init__(self, settings: Settings, reactor: IReactorTime) -> None:
-        self._settings = settings
-        self._reactor = reactor
+        # One endpoint for every request: the agent asks for one each time,
+        # even when a pooled connection will serve it.
+        self._endpoint = settings.target.endpoint(reactor, settings.connect_timeout)
 
     def endpointForURI(self, uri: object) -> IStreamClientEndpoint:
-        return self._settings.target.endpoint(self._reactor, self._settings.connect_timeout)
+        return self._endpoint
 
 
 def _make_pool(settings: Settings, reactor: IReactorTime) -> HTTPConnectionPool:

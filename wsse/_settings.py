@@ -8,8 +8,10 @@ passed separately so tests can swap them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache, partial
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from wsse._shim import Shim
@@ -26,6 +28,16 @@ class HostHeader(Enum):
 Network = IPv4Network | IPv6Network
 
 LOOPBACK: tuple[Network, ...] = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
+
+
+def _trusts(networks: tuple[Network, ...] | None, host: str) -> bool:
+    if networks is None:
+        return True
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def parse_networks(value: str) -> tuple[Network, ...] | None:
@@ -92,12 +104,13 @@ class Settings:
     max_sockets: int = 20000
     socket_paths: tuple[bytes, ...] = ()
     shim: Shim = field(default_factory=Shim)
+    _trusted: Callable[[str], bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Asked on every request, mostly by the same few peers (a gateway, a
+        # load balancer); parsing the address each time showed in profiles.
+        trusted = lru_cache(maxsize=1024)(partial(_trusts, self.forwarded_allow_ips))
+        object.__setattr__(self, "_trusted", trusted)
 
     def trusts_forwarded_headers_from(self, host: str) -> bool:
-        if self.forwarded_allow_ips is None:
-            return True
-        try:
-            address = ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self.forwarded_allow_ips)
+        return self._trusted(host)

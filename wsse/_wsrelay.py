@@ -77,13 +77,51 @@ def _masked_close_going_away() -> bytes:
     return b"\x88\x82" + key + bytes(b ^ k for b, k in zip(b"\x03\xe9", key, strict=False))
 
 
+def _short_frame_size(second: int) -> int:
+    """A frame's size on the wire from its header's second byte, or 0 past a 7-bit length."""
+    length = second & 0x7F
+    return 0 if length > 125 else 2 + (4 if second & 0x80 else 0) + length
+
+
+# Indexed by a header's second byte: small frames cost one lookup (at most 131).
+_SHORT_FRAME_SIZE = bytes(_short_frame_size(second) for second in range(256))
+_LONGEST_HEADER = 14  # 2, a 64-bit length and a mask key
+
+
+def _skip_repeats(data: bytes, position: int) -> int:
+    """
+    Step over the frames from C{position} that repeat its header's first two
+    bytes, so are the same size: an app streaming fixed-size messages sends
+    thousands to a read, and striding slices check them all at C speed.
+    """
+    if position + 1 >= len(data):
+        return position
+    size = _SHORT_FRAME_SIZE[data[position + 1]]
+    if not size or data[position] & 0x0F == 8:
+        return position
+    firsts = data[position::size]
+    seconds = data[position + 1 :: size]
+    repeats = min(
+        len(firsts) - len(firsts.lstrip(firsts[:1])),
+        len(seconds) - len(seconds.lstrip(seconds[:1])),
+    )
+    return position + repeats * size
+
+
 class _FrameCursor:
-    """Follows the frame boundaries in one direction of a WebSocket, payloads unread."""
+    """
+    Follows the frame boundaries in one direction of a WebSocket, payloads unread.
+
+    It runs on every byte the splice relays, so small frames, which come many
+    to a read, are stepped over in bulk when they repeat one header and
+    otherwise in one tight loop of a few operations each; only close frames,
+    64-bit lengths and headers cut by a read take the general way.
+    """
 
     def __init__(self) -> None:
-        self._left = 0  # payload bytes of the frame under way
+        self._left = 0  # bytes of the frame under way still to come
         self._head = b""  # the start of a frame header split between reads
-        self._opcode = 0  # of the frame under way
+        self._closing = False  # the frame under way is a close frame
         self.close_seen = False  # a close frame went by, whole
 
     @property
@@ -95,44 +133,75 @@ class _FrameCursor:
         Follow C{data}; with C{stop_at_boundary}, only to the end of the frame
         under way.  The number of bytes of C{data} followed.
         """
-        if stop_at_boundary and self.at_boundary:
+        position = 0
+        if self._head:
+            held = self._head
+            taken = self._start(held + data[:_LONGEST_HEADER], 0)
+            if not taken:
+                self._head = held + data
+                return len(data)
+            self._head = b""
+            position = self._finish(data, taken - len(held))
+        elif self._left:
+            position = self._finish(data, 0)
+        elif stop_at_boundary:
             return 0
-        held = len(self._head)
-        view = self._head + data if held else data
-        self._head = b""
-        position, end, left = 0, len(view), self._left
-        while True:
-            if left:
-                step = min(left, end - position)
-                left -= step
-                position += step
-                if left:
+        if stop_at_boundary or self._left:
+            return position
+        end = len(data)
+        last = end - 1  # a header's second byte is before it
+        sizes = _SHORT_FRAME_SIZE
+        while position < end:
+            position = _skip_repeats(data, position)
+            # Whole frames with 7- and 16-bit lengths; the last may run past
+            # the end of data, and is then the frame under way.
+            while position < last:
+                second = data[position + 1]
+                size = sizes[second]
+                if not size:
+                    if second & 0x7F != 126 or position + 4 > end:
+                        break
+                    size = (8 if second & 0x80 else 4) + (
+                        data[position + 2] << 8 | data[position + 3]
+                    )
+                if data[position] & 0x0F == 8:
                     break
-                self.close_seen = self.close_seen or self._opcode == 8
-                if stop_at_boundary:
-                    break
-            if position == end:
-                break
-            size = end - position
-            second = view[position + 1] if size > 1 else 0
-            length = second & 0x7F
-            extended = 2 if length == 126 else 8 if length == 127 else 0
-            header = 2 + extended + (4 if second & 0x80 else 0)
-            if size < header:
-                self._head = view[position:]
-                position = end
-                break
-            if extended:
-                length = int.from_bytes(view[position + 2 : position + 2 + extended], "big")
-            self._opcode = view[position] & 0x0F
-            position += header
-            left = length
-            if not left:
-                self.close_seen = self.close_seen or self._opcode == 8
-                if stop_at_boundary:
-                    break
-        self._left = left
-        return position - held
+                position += size
+            if position >= end:
+                self._left = position - end
+                self._closing = False
+                return end
+            taken = self._start(data, position)
+            if not taken:
+                self._head = data[position:]
+                return end
+            position = self._finish(data, position + taken)
+        return end
+
+    def _start(self, data: bytes, position: int) -> int:
+        """Read the header at C{position}: its size, or 0 if C{data} ends inside it."""
+        size = len(data) - position
+        if size < 2:
+            return 0
+        second = data[position + 1]
+        length = second & 0x7F
+        extended = 2 if length == 126 else 8 if length == 127 else 0
+        header = 2 + extended + (4 if second & 0x80 else 0)
+        if size < header:
+            return 0
+        if extended:
+            length = int.from_bytes(data[position + 2 : position + 2 + extended], "big")
+        self._left = length
+        self._closing = data[position] & 0x0F == 8
+        return header
+
+    def _finish(self, data: bytes, position: int) -> int:
+        """Follow the payload under way from C{position}: where it or C{data} ends."""
+        step = min(self._left, len(data) - position)
+        self._left -= step
+        if not self._left and self._closing:
+            self.close_seen = True
+        return position + step
 
 
 class WebSocketSplice(Resource):
@@ -144,6 +213,7 @@ class WebSocketSplice(Resource):
         super().__init__()
         self._settings = settings
         self._clock = clock
+        self._endpoint = settings.target.endpoint(clock, settings.connect_timeout)
         self._legs: OpenSet[_AppLeg] = OpenSet()
 
     def going_away(self) -> defer.Deferred[None]:
@@ -172,8 +242,7 @@ class WebSocketSplice(Resource):
             headers.getAllRawHeaders(),
         )
         app = _AppLeg(upstream_path, self._clock, settings.response_timeout, self._legs)
-        endpoint = settings.target.endpoint(self._clock, settings.connect_timeout)
-        connecting = connectProtocol(endpoint, app)
+        connecting = connectProtocol(self._endpoint, app)
         gone: list[Failure] = []
 
         def client_gone(reason: Failure) -> None:
