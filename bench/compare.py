@@ -58,7 +58,7 @@ class Case:
     """One measurement: an id for the JSON, a title for the table, its kind."""
 
     id: str
-    kind: str  # "http" or "ws"
+    kind: str  # "http", "ws" or "fallback"
     title: str
 
 
