@@ -138,7 +138,8 @@ class EventStream:
                     size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
                     if not size:
                         break
-                    data = (await reader.readexactly(size + 2))[:-2]
+                    data = await reader.readexactly(size)
+                    await reader.readexactly(2)
                 else:
                     data = await reader.read(262144)
                     if not data:
@@ -157,16 +158,22 @@ class EventStream:
                 self.ended.set_result(None)
 
     def _event(self, block: bytes) -> None:
+        """One event's fields, found line by line without splitting the block (messages are big)."""
         name, eid, data = b"message", b"", []
-        for line in block.split(b"\n"):
-            if line.startswith(b"data:"):
-                data.append(line[6:] if line[5:6] == b" " else line[5:])
-            elif line.startswith(b"event:"):
-                name = line[6:].strip()
-            elif line.startswith(b"id:"):
-                eid = line[3:].strip()
+        start, size = 0, len(block)
+        while start < size:
+            end = block.find(b"\n", start)
+            if end < 0:
+                end = size
+            if block.startswith(b"data:", start):
+                data.append(block[start + (6 if block[start + 5 : start + 6] == b" " else 5) : end])
+            elif block.startswith(b"event:", start):
+                name = block[start + 6 : end].strip()
+            elif block.startswith(b"id:", start):
+                eid = block[start + 3 : end].strip()
+            start = end + 1
         if data or name != b"message":
-            self.on_event(name, eid, b"\n".join(data))
+            self.on_event(name, eid, data[0] if len(data) == 1 else b"\n".join(data))
 
     def close(self) -> None:
         if self.writer is not None:
