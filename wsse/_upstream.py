@@ -1,9 +1,9 @@
 """
 WebSockets that wsse opens to the app on a browser's behalf, with autobahn.
 
-Used where wsse must see messages rather than splice bytes: the deflating relay
-(C{--ws-deflate}).  The handshake carries what the
-browser's own would have carried (path and query untouched, Host, Origin,
+Used where wsse must see messages rather than splice bytes: the fallback's
+sockets (L{wsse._bridge}) and the deflating relay (C{--ws-deflate}).  The
+handshake carries what the browser's own would have carried (path and query untouched, Host, Origin,
 cookies, Authorization, User-Agent, subprotocols, C{X-Forwarded-*}); the target
 comes from the settings alone.  One client factory per settings holds the
 protocol options; each socket reports to a L{SocketPeer}.
@@ -50,7 +50,7 @@ _HANDSHAKE_OWN = frozenset(
 
 
 class SocketPeer(Protocol):
-    """Whoever acts on an upstream socket's events (the deflating relay)."""
+    """Whoever acts on an upstream socket's events (a fallback socket, the deflating relay)."""
 
     def upstream_opened(self, socket: UpstreamSocket) -> None: ...
 
