@@ -13,19 +13,12 @@ from functools import cache
 
 import pytest
 
+from tests.support.clients import ws_frame
 from wsse._wsrelay import _FrameCursor
 
 
 def frame(opcode: int, size: int, masked: bool, fin: bool = True) -> bytes:
-    first = (0x80 if fin else 0) | opcode
-    bit = 0x80 if masked else 0
-    if size < 126:
-        head = bytes([first, bit | size])
-    elif size < 65536:
-        head = bytes([first, bit | 126]) + size.to_bytes(2, "big")
-    else:
-        head = bytes([first, bit | 127]) + size.to_bytes(8, "big")
-    return head + (b"\x01\x02\x03\x04" if masked else b"") + b"\x88" * size
+    return ws_frame((0x80 if fin else 0) | opcode, b"\x88" * size, masked)
 
 
 @cache
@@ -181,3 +174,137 @@ def test_random_frames_and_reads_agree_with_a_plain_reading() -> None:
             else:
                 seen += cursor.feed(piece)
             check(cursor, stream, seen)
+
+
+# What the splice checks: frame and message sizes both ways, and from a
+# browser the headers it may not send.  Whichever way the reads cut the
+# stream, the cursor relays everything before the frame that breaks a rule
+# and nothing of it, not even part of its header (the relayed bytes only
+# grow, so comparing them once at the end covers every read).
+
+LIMIT = 1000
+
+
+def header(first: int, length: int, masked: bool) -> bytes:
+    """A header alone, for a length no test should have to allocate."""
+    bit = 0x80 if masked else 0
+    return bytes([first, bit | 127]) + length.to_bytes(8, "big") + (b"\x01\x02\x03\x04" * masked)
+
+
+def relay_in_pieces(cursor: _FrameCursor, stream: bytes, cuts: list[int]) -> bytes:
+    """What the cursor lets through of C{stream} read in pieces ending at C{cuts}."""
+    return b"".join(
+        cursor.pass_on(stream[start:stop])
+        for start, stop in zip([0, *cuts], [*cuts, len(stream)], strict=True)
+    )
+
+
+def every_way_to_read(stream: bytes) -> list[list[int]]:
+    """One cut at every byte, and the whole stream a byte at a time."""
+    return [[cut] for cut in range(len(stream) + 1)] + [list(range(1, len(stream)))]
+
+
+def fragment(opcode: int, size: int, masked: bool = True) -> bytes:
+    return frame(opcode, size, masked, fin=False)
+
+
+# A browser's frames that pass: within the limit, masked, control frames
+# between the fragments of a message, a message of several frames.
+GOOD = b"".join(
+    [
+        frame(0x2, 10, True),
+        frame(0x1, 125, True),
+        frame(0x9, 4, True),
+        frame(0x2, 300, True),
+        fragment(0x1, 20),
+        fragment(0x0, 30),
+        frame(0xA, 0, True),
+        frame(0x0, 40, True),
+        frame(0x2, LIMIT, True),
+        frame(0x8, 2, True),
+    ]
+)
+
+BROWSER_FAULTS = [
+    # (frames before the culprit, the culprit, the close code)
+    (b"", frame(0x3, 5, True), 1002),  # reserved opcodes
+    (b"", frame(0xB, 0, True), 1002),
+    (b"", bytes([0xC2]) + frame(0x2, 5, True)[1:], 1002),  # RSV1 with no extension
+    (b"", bytes([0x92]) + frame(0x2, 5, True)[1:], 1002),  # RSV3
+    (b"", frame(0x2, 5, False), 1002),  # unmasked
+    (b"", frame(0x9, 126, True), 1002),  # a ping over 125 bytes
+    (b"", fragment(0x9, 5), 1002),  # a fragmented ping
+    (b"", frame(0x0, 5, True), 1002),  # a continuation with no message under way
+    (fragment(0x1, 5), frame(0x2, 5, True), 1002),  # a new message inside one
+    (b"", frame(0x2, LIMIT + 1, True), 1009),  # 16-bit length
+    (b"", header(0x82, 1 << 40, True), 1009),  # 64-bit length
+    (fragment(0x2, 600), frame(0x0, LIMIT - 599, True), 1009),  # the message
+    (fragment(0x2, 600) + fragment(0x0, 400), frame(0x0, 1, True), 1009),
+]
+
+
+@pytest.mark.parametrize(("before", "culprit", "code"), BROWSER_FAULTS)
+def test_a_browser_s_frame_that_breaks_a_rule_is_held_back_however_it_is_read(
+    before: bytes, culprit: bytes, code: int
+) -> None:
+    stream = GOOD + before + culprit + frame(0x2, 10, True)
+    for cuts in every_way_to_read(stream):
+        cursor = _FrameCursor(LIMIT, from_browser=True)
+        assert relay_in_pieces(cursor, stream, cuts) == GOOD + before, cuts
+        assert cursor.fault is not None and cursor.fault[0] == code, cuts
+        assert cursor.at_boundary
+
+
+@pytest.mark.parametrize(
+    ("culprit", "relayable"),
+    [
+        (frame(0x2, LIMIT + 1, False), b""),
+        (header(0x82, 1 << 40, False), b""),
+        (fragment(0x1, 600, False) + frame(0x0, 401, False), fragment(0x1, 600, False)),
+    ],
+)
+def test_an_app_s_frame_or_message_over_the_limit_is_held_back(
+    culprit: bytes, relayable: bytes
+) -> None:
+    before = frame(0x2, LIMIT, False) + fragment(0x1, 600, False) + frame(0x0, 400, False)
+    stream = before + culprit
+    for cuts in every_way_to_read(stream):
+        cursor = _FrameCursor(LIMIT)
+        assert relay_in_pieces(cursor, stream, cuts) == before + relayable, cuts
+        assert cursor.fault is not None and cursor.fault[0] == 1009
+
+
+def test_an_app_may_send_what_a_browser_may_not() -> None:
+    """Only sizes are checked on the app's side: its frames are its client library's business."""
+    stream = frame(0x2, 5, False) + frame(0x3, 5, False) + bytes([0xC2]) + frame(0x2, 5, False)[1:]
+    for cuts in every_way_to_read(stream):
+        cursor = _FrameCursor(LIMIT)
+        assert relay_in_pieces(cursor, stream, cuts) == stream and cursor.fault is None
+
+
+def test_reserved_bits_pass_when_the_app_granted_an_extension() -> None:
+    compressed = bytes([0xC2]) + frame(0x2, 5, True)[1:]
+    stream = compressed * 30 + frame(0x2, 5, True)
+    for cuts in every_way_to_read(stream):
+        cursor = _FrameCursor(LIMIT, from_browser=True, extensions=True)
+        assert relay_in_pieces(cursor, stream, cuts) == stream and cursor.fault is None
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_limit_below_126_bytes_holds_in_runs_of_equal_frames(masked: bool) -> None:
+    """The fast loops step over equal frames in bulk; the first one too long still stops them."""
+    stream = frame(0x2, 100, masked) * 50 + frame(0x2, 101, masked) + frame(0x2, 100, masked)
+    for cuts in [[], [1], [len(stream) // 2], [50 * 108 + 1]]:
+        cursor = _FrameCursor(100, from_browser=masked)
+        relayed = relay_in_pieces(cursor, stream, cuts)
+        assert relayed == frame(0x2, 100, masked) * 50, cuts
+        assert cursor.fault == (1009, "a frame of 101 bytes, over 100")
+
+
+def test_a_header_cut_by_a_read_waits_for_the_rest_of_it() -> None:
+    cursor = _FrameCursor()
+    long = frame(0x2, 70000, False)
+    assert cursor.pass_on(long[:5]) == b""
+    assert cursor.at_boundary  # so a close frame could go now
+    assert cursor.pass_on(long[5:20]) == long[:20]
+    assert cursor.pass_on(long[20:]) == long[20:] and cursor.at_boundary

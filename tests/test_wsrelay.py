@@ -12,8 +12,19 @@ import os
 from typing import Any
 
 from twisted.internet import defer, reactor, task
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import TestCase
 
-from tests.support.clients import carried, http, parse_response, raw_connection, ws_connect
+from tests.support.app import RawAppFactory
+from tests.support.clients import (
+    WSClient,
+    carried,
+    http,
+    parse_response,
+    raw_connection,
+    ws_connect,
+    ws_frame,
+)
 from tests.support.harness import ProxyTestCase
 
 
@@ -291,3 +302,184 @@ class DeflateLimits(ProxyTestCase):
         client.sendMessage(os.urandom(2 * 1024 * 1024), isBinary=True)
         _, code, _ = await client.closed
         self.assertEqual(code, 1009)
+
+
+def log_lines(case: TestCase) -> list[str]:
+    """Every log line from here to the end of the test, formatted."""
+    lines: list[str] = []
+
+    def observer(event: LogEvent) -> None:
+        lines.append(formatEvent(event) or "")
+
+    globalLogPublisher.addObserver(observer)
+    case.addCleanup(globalLogPublisher.removeObserver, observer)
+    return lines
+
+
+class SpliceChecks(ProxyTestCase):
+    """
+    The splice reads frame headers: a frame or message over --max-message-size
+    closes its socket with 1009, and a header a browser may not send with
+    1002, while every other socket carries on.
+    """
+
+    overrides = {"max_message_size": 1000}
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.lines = log_lines(self)
+
+    def logged(self, text: str) -> None:
+        self.assertTrue(any(text in line for line in self.lines), (text, self.lines[-5:]))
+
+    async def bystander_echoes(self, bystander: WSClient, payload: bytes) -> None:
+        bystander.sendMessage(payload, isBinary=True)
+        self.assertEqual(await bystander.messages.get(), (payload, True))
+
+    async def test_messages_up_to_the_limit_pass_whole_in_one_frame_or_several(self) -> None:
+        client = await ws_connect(self.port)
+        client.sendMessage(b"z" * 1000, isBinary=True)
+        self.assertEqual(await client.messages.get(), (b"z" * 1000, True))
+        client.beginMessage(isBinary=True)
+        for part in (b"a" * 400, b"b" * 400, b"c" * 200):
+            client.sendMessageFrame(part)
+        client.endMessage()
+        self.assertEqual(await client.messages.get(), (b"a" * 400 + b"b" * 400 + b"c" * 200, True))
+        text = "f" * 980  # the command itself stays within the limit too
+        client.sendMessage(f"!fragments 4 {text}".encode())
+        self.assertEqual(await client.messages.get(), (text.encode(), False))
+        client.sendCloseFrame(code=1000)
+        self.assertEqual((await client.closed)[1], 1000)
+
+    async def test_a_frame_over_the_limit_from_the_browser_closes_with_1009(self) -> None:
+        bystander = await ws_connect(self.port)
+        client = await ws_connect(self.port)
+        app_closed = self.ws.next_close()
+        client.sendMessage(b"x" * 1001, isBinary=True)
+        self.assertEqual((await client.closed)[1], 1009)
+        self.assertEqual((await app_closed)[1], 1001)  # as when a browser goes away
+        self.logged("the browser sent a frame of 1001 bytes, over 1000; closing with 1009")
+        await self.bystander_echoes(bystander, b"y" * 1000)
+        bystander.sendCloseFrame(code=1000)
+        await bystander.closed
+
+    async def test_a_message_over_the_limit_in_frames_from_the_browser_closes_with_1009(
+        self,
+    ) -> None:
+        bystander = await ws_connect(self.port)
+        client = await ws_connect(self.port)
+        app_closed = self.ws.next_close()
+        client.beginMessage(isBinary=True)
+        client.sendMessageFrame(b"x" * 600)
+        client.sendMessageFrame(b"x" * 600)  # each frame within the limit, not the message
+        client.endMessage()
+        self.assertEqual((await client.closed)[1], 1009)
+        self.assertEqual((await app_closed)[1], 1001)
+        self.assertEqual(self.ws.closes[-1][1], 1001)
+        self.logged("the browser sent a message of 1200 bytes or more, over 1000")
+        await self.bystander_echoes(bystander, b"y" * 1000)
+        bystander.sendCloseFrame(code=1000)
+        await bystander.closed
+
+    async def test_a_frame_over_the_limit_from_the_app_closes_with_1009(self) -> None:
+        bystander = await ws_connect(self.port)
+        client = await ws_connect(self.port)
+        app_closed = self.ws.next_close()
+        client.sendMessage(b"!flood 1001")  # one binary message of 1001 bytes
+        self.assertEqual((await client.closed)[1], 1009)
+        self.assertEqual((await app_closed)[1], 1009)
+        self.logged("the app sent a frame of 1001 bytes, over 1000; closing with 1009")
+        await self.bystander_echoes(bystander, b"y" * 1000)
+        bystander.sendCloseFrame(code=1000)
+        await bystander.closed
+
+    async def test_frames_a_browser_may_not_send_close_with_1002(self) -> None:
+        bystander = await ws_connect(self.port)
+        text = ws_frame(0x01, b"part")  # the first frame of a text message
+        for garbage, why in [
+            (ws_frame(0x83, b"abc"), "the reserved opcode 0x3"),
+            (ws_frame(0x8B, b""), "the reserved opcode 0xb"),
+            (ws_frame(0xC1, b"abc"), "reserved bits set"),  # RSV1, no extension granted
+            (ws_frame(0x81, b"abc", masked=False), "an unmasked frame"),
+            (ws_frame(0x89, b"p" * 126), "a control frame fragmented or over 125 bytes"),
+            (ws_frame(0x09, b"p"), "a control frame fragmented or over 125 bytes"),
+            (ws_frame(0x80, b"abc"), "a continuation frame with no message under way"),
+            (text + ws_frame(0x81, b"new"), "a new message inside a fragmented one"),
+            (b"\xff" * 64, "the reserved opcode 0xf"),
+        ]:
+            client = await ws_connect(self.port)
+            app_closed = self.ws.next_close()
+            client.transport.write(garbage)
+            self.assertEqual((await client.closed)[1], 1002, why)
+            self.assertEqual((await app_closed)[1], 1001, why)
+            self.logged(f"the browser sent a frame with {why}" if "opcode" in why else why)
+            await self.bystander_echoes(bystander, why.encode())
+        bystander.sendCloseFrame(code=1000)
+        await bystander.closed
+
+
+# The answer to UPGRADE's key (RFC 6455 section 1.3).
+ACCEPTED = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+)
+
+
+class SpliceChecksRawApp(ProxyTestCase):
+    """The same checks, with an app that writes exactly the frames a test gives it."""
+
+    overrides = {"max_message_size": 1000}
+
+    def make_app(self) -> RawAppFactory:
+        self.raw = RawAppFactory()
+        return self.raw
+
+    async def upgraded(self, answer: bytes) -> tuple[Any, Any]:
+        """A raw browser upgraded through wsse to an app that answers with C{answer}."""
+        self.raw.answer_at_once = answer
+        browser = await raw_connection(self.port, UPGRADE)
+        await browser.first_data
+        app = self.raw.connections[-1]
+        return browser, app
+
+    async def test_an_app_s_message_over_the_limit_in_frames_closes_with_1009(self) -> None:
+        first = ws_frame(0x01, b"a" * 600, masked=False)
+        rest = ws_frame(0x80, b"b" * 600, masked=False)  # 1200 bytes in all
+        browser, app = await self.upgraded(ACCEPTED + b"\r\n" + first + rest)
+        received = await browser.done
+        # The first frame was relayed, then a close 1009 at its end, not the second frame.
+        self.assertEqual(received, ACCEPTED + b"\r\n" + first + b"\x88\x02\x03\xf1")
+        while app not in self.raw.lost:
+            await task.deferLater(reactor, 0.01, lambda: None)
+        close = app.data.split(b"\r\n\r\n", 1)[1]
+        self.assertEqual(close[:2], b"\x88\x82")  # masked, as a client's must be
+        self.assertEqual(bytes(b ^ close[2 + i % 4] for i, b in enumerate(close[6:])), b"\x03\xf1")
+
+    async def test_an_app_s_frame_over_the_limit_closes_before_its_payload_comes(self) -> None:
+        header = ws_frame(0x82, b"", masked=False, length=1 << 40)  # no payload follows
+        browser, _ = await self.upgraded(ACCEPTED + b"\r\n" + header)
+        self.assertEqual(await browser.done, ACCEPTED + b"\r\n" + b"\x88\x02\x03\xf1")
+
+    async def test_an_app_s_message_just_within_the_limit_passes_in_frames(self) -> None:
+        frames = (
+            ws_frame(0x01, b"a" * 500, masked=False)
+            + ws_frame(0x89, b"ping", masked=False)  # between the frames of a message
+            + ws_frame(0x80, b"b" * 500, masked=False)
+            + ws_frame(0x88, b"\x03\xe8", masked=False)
+        )
+        browser, app = await self.upgraded(ACCEPTED + b"\r\n" + frames)
+        browser.transport.write(ws_frame(0x88, b"\x03\xe8"))
+        while len(app.data.split(b"\r\n\r\n", 1)[1]) < 8:
+            await task.deferLater(reactor, 0.01, lambda: None)
+        app.transport.loseConnection()
+        self.assertEqual(await browser.done, ACCEPTED + b"\r\n" + frames)
+
+    async def test_reserved_bits_pass_once_the_app_grants_an_extension(self) -> None:
+        answer = ACCEPTED + b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        browser, app = await self.upgraded(answer)
+        compressed = ws_frame(0xC1, b"\xf2\x48\x05\x00")  # RSV1: a compressed message
+        browser.transport.write(compressed)
+        while not app.data.endswith(compressed):
+            await task.deferLater(reactor, 0.01, lambda: None)
+        app.transport.loseConnection()
+        self.assertEqual(await browser.done, answer)

@@ -87,11 +87,14 @@ class WSSEResource(Resource):
             )
         self._connector = connector = UpstreamConnector(settings, reactor)
         self._passthrough = Passthrough(settings, agent, reactor)
-        self._splice = WebSocketSplice(settings, reactor)
-        self._deflating = (
-            DeflatingWebSocketRelay(settings, connector) if settings.ws_deflate else None
-        )
+        # The bridge holds the one count of sockets, native and fallback, for --max-sockets.
         self._bridge = Bridge(settings, reactor, connector, store or MemoryPageStore())
+        self._splice = WebSocketSplice(settings, reactor, self._bridge)
+        self._deflating = (
+            DeflatingWebSocketRelay(settings, connector, self._bridge)
+            if settings.ws_deflate
+            else None
+        )
         self._carried = CarriedQuerySocket(self._upgrade_relay)
 
     def close(self) -> Deferred[None]:

@@ -30,6 +30,7 @@ from wsse._draining import OpenSet
 from wsse._forwarding import split_mount, upstream_request_headers
 from wsse._settings import Settings
 from wsse._upstream import Handshake, UpstreamConnector, UpstreamSocket, close_like
+from wsse._wsrelay import SocketTally, refuse_past_max_sockets
 
 _log = Logger(observer=_logging.observer)
 
@@ -51,11 +52,14 @@ def _accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
 
 
 class _RelayFactory(WebSocketServerFactory):
-    def __init__(self, settings: Settings, connector: UpstreamConnector) -> None:
+    def __init__(
+        self, settings: Settings, connector: UpstreamConnector, tally: SocketTally
+    ) -> None:
         super().__init__()
         self.protocol = _BrowserSocket
         self.settings = settings
         self.connector = connector
+        self.tally = tally
         self.pending: tuple[Request, bytes] | None = None
         self.sockets: OpenSet[_BrowserSocket] = OpenSet()
         self.setProtocolOptions(
@@ -83,17 +87,23 @@ class _RelayFactory(WebSocketServerFactory):
 class DeflatingWebSocketRelay(WebSocketResource):
     """Terminates the browser's WebSocket and relays each message to the app's."""
 
-    def __init__(self, settings: Settings, connector: UpstreamConnector) -> None:
-        super().__init__(_RelayFactory(settings, connector))
-        self._socket_paths = settings.socket_paths
+    def __init__(
+        self, settings: Settings, connector: UpstreamConnector, tally: SocketTally
+    ) -> None:
+        """@param tally: where its sockets count against --max-sockets."""
+        super().__init__(_RelayFactory(settings, connector, tally))
+        self._settings = settings
 
     def render(self, request: Request) -> Any:
         return self.relay(request, split_mount(request)[1])
 
     def relay(self, request: Request, upstream_path: bytes) -> Any:
         """Relay the upgrade to C{upstream_path} (path and query, below the target's base path)."""
-        if not _socketpaths.allowed(self._socket_paths, upstream_path):
+        settings = self._settings
+        if not _socketpaths.allowed(settings.socket_paths, upstream_path):
             return _socketpaths.refuse(request, upstream_path)
+        if self._factory.tally.socket_count >= settings.max_sockets:
+            return refuse_past_max_sockets(request, upstream_path, settings)
         # autobahn builds the protocol inside render; it needs the twisted.web
         # request for the raw headers, which autobahn's own copy has joined.
         self._factory.pending = (request, upstream_path)
@@ -163,11 +173,14 @@ class _BrowserSocket(WebSocketServerProtocol):
             answer.errback(ConnectionDeny(status, reason))
 
     def connectionMade(self) -> None:
+        # Counted against --max-sockets from the upgrade until the browser is gone.
+        self.factory.tally.socket_count += 1
         self.factory.sockets.add(self)
         super().connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
+        self.factory.tally.socket_count -= 1
         self.factory.sockets.discard(self)
 
     # The app's side (SocketPeer).

@@ -176,3 +176,19 @@ async def ws_connect(
     await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
     await client.opened
     return client
+
+
+def ws_frame(first: int, payload: bytes, masked: bool = True, length: int | None = None) -> bytes:
+    """A frame as written on the wire: C{first} byte, then C{length} (the payload's by default)."""
+    size = len(payload) if length is None else length
+    bit = 0x80 if masked else 0
+    if size < 126:
+        head = bytes([first, bit | size])
+    elif size < 65536:
+        head = bytes([first, bit | 126]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([first, bit | 127]) + size.to_bytes(8, "big")
+    if not masked:
+        return head + payload
+    key = b"\x37\xfa\x21\x3d"
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
