@@ -111,6 +111,7 @@ class EventStream:
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.writer: asyncio.StreamWriter | None = None
         self.task: asyncio.Task[None] | None = None
+        self.response_headers: dict[bytes, bytes] = {}
 
     async def open(self) -> None:
         """The response's head; events are read from now on. L{Closed} if it is not a 200."""
@@ -120,6 +121,7 @@ class EventStream:
             % (self.target, self.port, self.headers)
         )
         status, headers = await read_head(reader)
+        self.response_headers = headers
         if status != 200:
             try:
                 body = await asyncio.wait_for(read_body(reader, headers), 5)
@@ -249,6 +251,9 @@ class WssePage:
                 self.session = json.loads(data)["session"].encode()
                 self.posts.headers += b"Content-Type: application/x-wsse-frames\r\n"
                 self.posts.headers += b"X-WSSE-Session: " + self.session + b"\r\n"
+                # The browser's key, which the session's requests must carry.
+                key = self.stream.response_headers[b"set-cookie"].split(b";")[0]
+                self.posts.headers += b"Cookie: " + key + b"\r\n"
                 hello.set_result(None)
                 self.stream.on_event = self._event
             self.last_id = int(eid)

@@ -6,6 +6,7 @@ protocol as the shim does, wsse, and a real autobahn app.
 from __future__ import annotations
 
 import base64
+import json
 import struct
 from typing import Any
 
@@ -121,7 +122,8 @@ class Sockets(BridgeTestCase):
 
     async def test_the_handshake_carries_what_the_browser_s_would_have(self) -> None:
         page = await self.page()
-        page.headers[b"Cookie"] = [b"session=s3cr3t"]
+        key = page.headers[b"Cookie"][0]
+        page.headers[b"Cookie"] = [b"session=s3cr3t; " + key]  # wsse's own cookie: not the app's
         page.headers[b"Authorization"] = [b"Bearer t0k3n"]
         await page.open(1, "/ws/echo?a=%20b&c&d=%2F", ["v2"])
         handshake = self.ws.handshakes[-1]
@@ -231,7 +233,7 @@ class Channel(BridgeTestCase):
                 data=body,
                 headers={
                     b"Content-Type": [_protocol.FRAMES_CONTENT_TYPE],
-                    _protocol.SESSION_HEADER: [page.session.encode()],
+                    **page.credentials(),
                 },
             )
             await response.content()
@@ -270,7 +272,7 @@ class Channel(BridgeTestCase):
             data=_protocol.encode_frames(0, []),
             headers={
                 b"Content-Type": [b"text/plain"],
-                _protocol.SESSION_HEADER: [page.session.encode()],
+                **page.credentials(),
             },
         )
         await response.content()
@@ -309,6 +311,8 @@ class Stream(BridgeTestCase):
         received = [(await page.next_for(1)).data["d"] for _ in range(50)]
         self.assertEqual(received, [str(n) for n in range(50)])
 
+
+class ResumeTooLate(BridgeTestCase):
     async def test_a_resume_from_an_event_no_longer_kept_ends_the_session(self) -> None:
         page = await self.page()
         await page.open(1, "/ws/echo")
@@ -321,6 +325,84 @@ class Stream(BridgeTestCase):
         page.last_id -= 2  # as if the page had missed two acknowledged events
         self.assertEqual(await page.connect(), 410)
         self.assertEqual((await app_closed)[1], 1006)
+
+
+class ResumeTooLateByPoll(ResumeTooLate):
+    """A poll resumes as a stream does: from a cursor the log no longer covers, never."""
+
+    polling = True
+
+
+class SessionKey(BridgeTestCase):
+    """A session answers only the browser it opened in: its id alone is not enough."""
+
+    async def test_the_key_is_an_http_only_strict_cookie_of_the_session_alone(self) -> None:
+        page = await self.page()
+        cookie = page.stream.headers[b"set-cookie"].split(b";")
+        name, _, value = cookie[0].partition(b"=")
+        self.assertEqual(name, _protocol.KEY_COOKIE_PREFIX + page.session.encode())
+        self.assertGreaterEqual(len(value), 22)  # 128 bits
+        self.assertNotIn(value.decode(), page.session)
+        # No Path: the browser scopes it to the stream's directory, <base>.
+        attributes = sorted(attribute.strip().lower() for attribute in cookie[1:])
+        self.assertEqual(attributes, [b"httponly", b"samesite=strict"])
+
+    async def test_another_browser_holding_the_id_can_neither_take_over_nor_end_it(self) -> None:
+        victim = await self.page()
+        await victim.open(1, "/ws/echo")
+        await victim.post([(TEXT, 1, b"first")])
+        self.assertEqual((await victim.next_for(1)).data["d"], "first")
+        other_browser = await self.page()
+        forged = _protocol.KEY_COOKIE_PREFIX + victim.session.encode() + b"=" + b"A" * 22
+        for cookie in [None, other_browser.headers[b"Cookie"], [forged]]:
+            for last_id in [victim.last_id, 0]:
+                thief = PageClient(self.port)
+                self.addCleanup(thief.close)
+                thief.session, thief.last_id, thief.seq = victim.session, last_id, victim.seq
+                if cookie is not None:
+                    thief.headers[b"Cookie"] = cookie
+                self.assertEqual(await thief.connect(), 403)
+                self.assertEqual(await thief.post([(TEXT, 1, b"injected")]), 403)
+        self.assertFalse(victim.stream.done.called)
+        await victim.post([(TEXT, 1, b"mine")])
+        self.assertEqual((await victim.next_for(1)).data["d"], "mine")  # nothing injected before it
+
+    async def test_pages_opening_at_once_in_one_browser_keep_their_own_keys(self) -> None:
+        pages = [PageClient(self.port) for _ in range(3)]
+        for page in pages:
+            self.addCleanup(page.close)
+        # Neither request carries the other's cookie, as when tabs open together.
+        self.assertEqual(
+            await defer.gatherResults([defer.ensureDeferred(p.connect()) for p in pages]), [200] * 3
+        )
+        jar = [cookie for page in pages for cookie in page.headers[b"Cookie"]]
+        for page in pages:
+            page.headers[b"Cookie"] = [b"; ".join(jar)]  # the browser sends all of them
+            await page.open(1, "/ws/echo")
+            await page.post([(TEXT, 1, page.session.encode())])
+            self.assertEqual((await page.next_for(1)).data["d"], page.session)
+
+    async def test_a_new_session_deletes_the_keys_of_sessions_gone(self) -> None:
+        gone, live = await self.page(), await self.page()
+        await gone.post([(CLOSE, 0, b"")], seq=5)  # out of order: the server ends that session
+        stale = gone.headers[b"Cookie"][0]
+        page = PageClient(self.port)
+        self.addCleanup(page.close)
+        page.headers[b"Cookie"] = [stale + b"; " + live.headers[b"Cookie"][0]]
+        self.assertEqual(await page.connect(), 200)
+        set_cookies = page.stream.raw_headers[b"set-cookie"]
+        deleted = [c for c in set_cookies if b"max-age=0" in c.lower()]
+        self.assertEqual([c.split(b"=")[0] for c in deleted], [stale.split(b"=")[0]])
+        self.assertEqual(len(set_cookies), 2)  # the new session's key, and that deletion
+
+    async def test_a_page_without_its_key_is_refused_and_the_app_never_sees_the_key(self) -> None:
+        page = await self.page()
+        key = page.headers.pop(b"Cookie")
+        self.assertEqual(await page.post([(TEXT, 1, b"x")], seq=0), 403)
+        page.headers[b"Cookie"] = key
+        await page.open(1, "/ws/echo")
+        cookies = self.ws.handshakes[-1].headers.get("cookie", "")
+        self.assertNotIn(_protocol.KEY_COOKIE_PREFIX.decode(), cookies)
 
 
 class SocketsByPoll(Sockets):
@@ -421,17 +503,48 @@ class GraceKeptWhilePolling(GraceKept):
 class ReplayBuffer(BridgeTestCase):
     overrides = {"heartbeat": 0.2, "replay_buffer": 256 * 1024}
 
-    async def test_a_page_that_falls_too_far_behind_ends_with_1006(self) -> None:
+    async def test_the_socket_that_would_pass_it_closes_with_1013_and_the_rest_carry_on(
+        self,
+    ) -> None:
         page = await self.page()
         await page.open(1, "/ws/echo")
+        await page.open(2, "/ws/echo")
         await page.drop_stream()
         app_closed = self.ws.next_close()
         # Echoes pile up for a page that is not there to acknowledge them.
         for _ in range(8):
-            if await page.post([(BINARY, 1, b"x" * 65536)]) == 410:
+            self.assertEqual(await page.post([(BINARY, 1, b"x" * 65536)]), 204)
+        self.assertEqual((await app_closed)[1], 1013)
+        self.assertEqual(await page.connect(), 200)  # the session carries on
+        echoes = 0
+        while (event := await page.next_for(1)).name == "binary":
+            echoes += 1
+        self.assertGreater(echoes, 0)
+        self.assertEqual(
+            (event.name, event.data["code"], event.data["clean"]), ("close", 1013, True)
+        )
+        await page.post([(TEXT, 2, b"still here")])
+        self.assertEqual((await page.next_for(2)).data["d"], "still here")
+
+
+class ReplayBufferPastItsHeadroom(BridgeTestCase):
+    overrides = {"heartbeat": 0.2, "replay_buffer": 1024, "max_page_sockets": 1}
+
+    async def test_a_page_that_posts_and_never_reads_ends_with_1006(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        await page.drop_stream()
+        app_closed = self.ws.next_close()
+        # Opens past the page's limit: each logs a close event the page never reads.
+        opening = json.dumps({"url": "/ws/echo", "protocols": []}).encode()
+        numbers = iter(range(2, 1_000_000))
+        for _ in range(20):
+            frames = [(_protocol.FRAME_OPEN, next(numbers), opening) for _ in range(2000)]
+            if await page.post(frames) == 410:
                 break
+        else:
+            self.fail("the session outlived its replay buffer and headroom")
         self.assertEqual((await app_closed)[1], 1006)
-        self.assertEqual(await page.connect(), 410)
 
 
 class MessageLimit(BridgeTestCase):

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from playwright.sync_api import Browser
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
@@ -83,6 +87,71 @@ class Rule(SynchronousTestCase):
         request = _request(sec_fetch_site="cross-site", origin="https://App.example")
         self.assertIsNotNone(refusal(request, ()))
         self.assertIsNone(refusal(request, {"https://app.example"}))
+
+
+LABELS = st.from_regex(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,8}[a-zA-Z0-9])?", fullmatch=True)
+HOSTS = (
+    st.lists(LABELS, min_size=1, max_size=4).map(".".join)
+    | st.ip_addresses(v=4).map(str)
+    | st.ip_addresses(v=6).map(lambda address: f"[{address}]")
+)
+
+
+ORIGIN_PARTS = st.fixed_dictionaries(
+    {
+        "scheme": st.sampled_from(["http", "https", "HTTP", "hTTps"]),
+        "userinfo": st.just(""),
+        "host": HOSTS,
+        "port": st.none() | st.sampled_from([80, 443]) | st.integers(0, 65535),
+        "path": st.sampled_from(["", "/"]),
+        "rest": st.just(""),
+        "space": st.sampled_from(["", " ", "\t"]),
+    }
+)
+
+
+def url_of(parts: dict[str, Any]) -> str:
+    port = "" if parts["port"] is None else f":{parts['port']}"
+    return (
+        f"{parts['space']}{parts['scheme']}://{parts['userinfo']}{parts['host']}{port}"
+        f"{parts['path']}{parts['rest']}{parts['space']}"
+    )
+
+
+@given(ORIGIN_PARTS)
+def test_origins_are_normalised(parts: dict[str, Any]) -> None:
+    scheme, port = parts["scheme"].lower(), parts["port"]
+    default = 443 if scheme == "https" else 80
+    expected = f"{scheme}://{parts['host'].lower()}" + (
+        "" if port in (None, default) else f":{port}"
+    )
+    assert origin_of(url_of(parts)) == expected
+
+
+@given(
+    parts=ORIGIN_PARTS,
+    defect=st.sampled_from(
+        [("scheme", s) for s in ["ws", "ftp", "javascript", ""]]
+        + [("userinfo", "user@"), ("userinfo", "user:pw@")]
+        + [("path", "//"), ("path", "/x"), ("rest", "?q=1"), ("rest", "#f")]
+    )
+    | st.tuples(st.just("port"), st.integers(65536, 10**6)),
+)
+def test_a_url_with_anything_an_origin_has_not_is_refused(
+    parts: dict[str, Any], defect: tuple[str, object]
+) -> None:
+    name, value = defect
+    assert origin_of(url_of({**parts, name: value})) is None
+
+
+@given(st.text(max_size=60) | st.text(max_size=40).map(lambda rest: "http://" + rest))
+def test_anything_parses_to_a_bare_origin_or_to_none(value: str) -> None:
+    origin = origin_of(value)
+    if origin is not None:
+        # Nothing but scheme and host[:port]; the host's characters are not
+        # checked (a browser's Origin has a valid one; an odd one matches nothing).
+        assert re.fullmatch(r"https?://[^/?#@]+", origin), origin
+        assert origin_of(origin) == origin
 
 
 # --- 2. the bridge --------------------------------------------------------------

@@ -11,10 +11,11 @@ and a small app (L{tests.support.conformance_app}) each as its own process.
      attempts and requests, read from nginx's access log), the probe timeout,
      the three ways of forcing it, and a native socket that drops.
   3. One event stream per page, whatever its number of sockets and tabs.
-  4. Gateways that mount the app under a prefix.
+  4. Gateways that mount the app under a prefix, relaying WebSocket or not.
   5. Gateways that defeat a transport: one that holds the event stream back
-     (the page moves to long polls) and one that drops the query of upgrades
-     (native sockets carry it in the path).
+     (the page moves to long polls), one that drops the query of upgrades
+     (native sockets carry it in the path) and one that refuses that path too
+     (the fallback carries the query).
 
 A screenshot of each test's final page goes to C{test-artifacts/fallback-browser/},
 with the logs of the processes.
@@ -695,6 +696,68 @@ def test_a_prefix_gateway_needs_no_option(
         tab.assert_clean(expected=failed_native_attempt)
 
 
+def fallback_endpoint_requests(page: Page) -> list[str]:
+    """
+    The page's requests to the fallback's endpoints (events, poll, send), as
+    Chromium reports them while they start: nginx logs a stream only once it ends.
+    """
+    seen: list[str] = []
+
+    def on_request(request: Any) -> None:
+        endpoint = request.url.split("?")[0].rpartition("/__wsse/")[2]
+        if endpoint in ("events", "poll", "send"):
+            seen.append(request.url)
+
+    page.on("request", on_request)
+    return seen
+
+
+def test_a_prefix_gateway_that_relays_websocket_keeps_sockets_native(
+    tab: Tab, wsse_port: int, tmp_path: Path, app_port: int
+) -> None:
+    """
+    jupyter-server-proxy mounts the app under /proxy/PORT/ and relays
+    WebSocket: there the page's sockets must stay native, their query carried
+    through the prefix to the app, and the fallback must stay unused.
+    """
+    with nginx_gateway("prefix-relay", wsse_port, tmp_path) as gw:
+        assert gw.prefix == "/proxy/8081"
+        endpoint_requests = fallback_endpoint_requests(tab.page)
+        tab.page.goto(f"{gw.url}some/page")
+        tab.assert_shim_ran()
+        r = open_and_echo(tab, "../ws/echo?id=prefix-relay-a&x=%20y%2F", "../ws?id=prefix-relay-b")
+        assert r["transports"] == ["native", "native"]
+        assert r["urls"] == [
+            f"ws://127.0.0.1:{gw.port}/proxy/8081/ws/echo?id=prefix-relay-a&x=%20y%2F",
+            f"ws://127.0.0.1:{gw.port}/proxy/8081/ws?id=prefix-relay-b",
+        ]
+        assert r["session"] is None
+        assert tab.run(ECHO_ALL) == {"open": 2, "ok": True}
+        # The app got each socket once, at its own path, with its query.
+        (first,) = app_json(app_port, "/handshakes?id=prefix-relay-a")
+        assert (first["path"], first["params"]) == (
+            "/ws/echo",
+            {"id": ["prefix-relay-a"], "x": [" y/"]},
+        )
+        (second,) = app_json(app_port, "/handshakes?id=prefix-relay-b")
+        assert (second["path"], second["params"]) == ("/ws", {"id": ["prefix-relay-b"]})
+        assert tab.run(CLOSE_ALL) == 2
+        tab.close()
+        # Through the prefix, each as one upgrade that the gateway relayed.
+        upgrades = settled(
+            lambda: (
+                native_attempts(gw, "/proxy/8081/ws/echo") + native_attempts(gw, "/proxy/8081/ws")
+            ),
+            at_least=2,
+        )
+        assert len(upgrades) == 2
+        assert all('"GET /proxy/8081/__wsse/ws/' in line for line in upgrades)
+        assert all('" 101 ' in line for line in upgrades)
+        assert endpoint_requests == []
+        assert fallback_requests(gw) == []
+        tab.assert_clean()
+
+
 def test_a_page_and_socket_sharing_a_first_segment(
     tab: Tab, wsse_port: int, tmp_path: Path, app_port: int
 ) -> None:
@@ -793,6 +856,33 @@ def test_a_gateway_that_drops_the_query_of_upgrades_still_gets_native_sockets(
         assert len(upgrades) == 3 and all('" 101 ' in line for line in upgrades)
         assert fallback_requests(gw) == []
         tab.assert_clean()
+
+
+def test_a_gateway_that_also_refuses_the_carried_query_moves_the_socket_to_the_fallback(
+    tab: Tab, wsse_port: int, tmp_path: Path, app_port: int
+) -> None:
+    """
+    Carrying the query in the path is the shim's answer to a gateway that
+    drops it; where the gateway refuses that path too, the socket must still
+    work, on the fallback, and the app must still get its query.
+    """
+    with nginx_gateway("noquery-nocarry", wsse_port, tmp_path) as gw:
+        endpoint_requests = fallback_endpoint_requests(tab.page)
+        tab.page.goto(f"{gw.url}plain")
+        tab.assert_shim_ran()
+        r = open_and_echo(tab, "ws/echo?id=nocarry")
+        assert r["transports"] == ["fallback"]
+        assert r["urls"] == [f"ws://127.0.0.1:{gw.port}/ws/echo?id=nocarry"]
+        assert r["session"]
+        assert tab.run(ECHO_ALL) == {"open": 1, "ok": True}
+        # One handshake reached the app, the bridge's, with the query.
+        (handshake,) = app_json(app_port, "/handshakes?id=nocarry")
+        assert (handshake["path"], handshake["params"]) == ("/ws/echo", {"id": ["nocarry"]})
+        # The one native try carried the query and the gateway refused it.
+        (attempt,) = settled(lambda: native_attempts(gw, "/ws/echo"), at_least=1)
+        assert '"GET /__wsse/ws/' in attempt and '" 403 ' in attempt
+        assert any("/__wsse/events" in url for url in endpoint_requests)
+        tab.assert_clean(expected=failed_native_attempt)
 
 
 BIG_MESSAGES_SCRIPT = r"""

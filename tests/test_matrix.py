@@ -17,8 +17,9 @@ the one the gateway allows (the browser's own WebSocket where the gateway
 relays it, the fallback only where it does not: event stream, or long polls
 behind the gateway that holds events back), and that neither the console nor
 the page reports an error from the shim.  Screenshots and logs of each case
-go to C{test-artifacts/matrix/APP-GATEWAY/}; the table of results (printed
-at the end of the run) to C{test-artifacts/matrix/table.md}.
+go to C{test-artifacts/matrix/APP-GATEWAY/} (C{failed-N.png}: each page open
+when the case failed); the table of results (printed at the end of the run)
+to C{test-artifacts/matrix/table.md}.
 
 Timings are recorded and reported against the budget (the native time of the
 same app, plus the probe timeout, plus 1 s), not asserted: the team measures
@@ -38,6 +39,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Request, WebSocket
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.support.chromium import chromium
 from tests.support.gateways import cutting_relay, nginx_gateway
@@ -157,6 +159,21 @@ def screenshots(pages: list[Page], directory: Path, name: str) -> None:
         page.screenshot(path=str(directory / f"{name}-{index + 1}.png"), full_page=True)
 
 
+def failure_screenshots(context: BrowserContext, directory: Path) -> None:
+    """
+    What every page still open showed when its case failed (C{failed-N.png}),
+    the one view of a failure that the logs lack.  A page that cannot be shot
+    is reported, not raised: the case's own failure is the one that counts.
+    """
+    for index, page in enumerate(context.pages):
+        try:
+            page.screenshot(
+                path=str(directory / f"failed-{index + 1}.png"), full_page=True, timeout=10_000
+            )
+        except PlaywrightError as error:
+            print(f"no screenshot of page {index + 1} of the failed case: {error}")
+
+
 CASES = [(app, kind) for app in APPS for kind in GATEWAYS]
 
 
@@ -215,6 +232,9 @@ def test_app_behind_gateway(browser: Browser, app: str, kind: str) -> None:
                 case.reload = timed(again)
                 reload_transports = watch.transports(reload)
                 screenshots(pages, directory, "reload")
+            except BaseException:
+                failure_screenshots(context, directory)
+                raise
             finally:
                 context.close()
 

@@ -153,6 +153,18 @@ class Headers(ProxyTestCase):
         self.assertEqual(seen.header(b"x-dup"), [b"one", b"two"])
         self.assertEqual(seen.header(b"cookie"), [b"a=1", b"b=2"])
 
+    async def test_wsse_s_own_key_cookies_never_reach_the_app(self) -> None:
+        for cookies, expected in [
+            ([b"wsse-key-s1=k1"], None),
+            ([b"a=1; wsse-key-s1=k1; b=2"], [b"a=1; b=2"]),
+            ([b"wsse-key-s1=k1; wsse-key-s2=k2", b"c=3"], [b"c=3"]),
+            ([b"a=1;wsse-key-s1=k1"], [b"a=1"]),
+            ([b"wsse=fallback; a=wsse-key-s1"], [b"wsse=fallback; a=wsse-key-s1"]),
+        ]:
+            await http(self.port, target=b"/h", headers=[(b"Cookie", c) for c in cookies])
+            seen = self.app.seen[-1].header(b"cookie")
+            self.assertEqual(seen or None, expected, cookies)
+
     async def test_forwarded_headers_are_added(self) -> None:
         await http(self.port, target=b"/h", headers=[(b"X-Forwarded-For", b"10.0.0.1")])
         seen = self.app.seen[-1]

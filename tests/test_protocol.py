@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import string
 import struct
 from pathlib import Path
 
@@ -173,3 +174,127 @@ def test_open_and_close_payloads() -> None:
     for bad in [b"\x03", struct.pack(">H", 4000) + b"\xff"]:
         with pytest.raises(_protocol.MalformedFrames):
             _protocol.parse_close(bad)
+
+
+# --- batches that must be refused -------------------------------------------------------
+
+
+def frame_offsets(frames: list[tuple[int, int, bytes]]) -> list[int]:
+    """
+    Where each frame of an encoded batch starts, and (last) where the batch
+    ends: after the 8-byte sequence number, each frame is a 9-byte header
+    (type, socket, length) and its payload.
+    """
+    offsets = [8]
+    for _, _, payload in frames:
+        offsets.append(offsets[-1] + 9 + len(payload))
+    return offsets
+
+
+@given(frames=FRAMES, data=st.data())
+def test_a_batch_cut_anywhere_but_a_frame_boundary_is_refused(
+    frames: list[tuple[int, int, bytes]], data: st.DataObject
+) -> None:
+    body = _protocol.encode_frames(0, frames)
+    boundaries = set(frame_offsets(frames))
+    cut = data.draw(st.sampled_from([n for n in range(len(body)) if n not in boundaries]))
+    with pytest.raises(_protocol.MalformedFrames):
+        _protocol.parse_frames(body[:cut])
+
+
+@given(
+    frames=FRAMES.filter(bool),
+    kind=st.integers(0, 255).filter(
+        lambda k: not _protocol.FRAME_OPEN <= k <= _protocol.FRAME_ABORT
+    ),
+    data=st.data(),
+)
+def test_a_batch_with_an_unknown_frame_type_is_refused(
+    frames: list[tuple[int, int, bytes]], kind: int, data: st.DataObject
+) -> None:
+    body = bytearray(_protocol.encode_frames(0, frames))
+    body[data.draw(st.sampled_from(frame_offsets(frames)[:-1]))] = kind
+    with pytest.raises(_protocol.MalformedFrames):
+        _protocol.parse_frames(bytes(body))
+
+
+@given(frames=FRAMES.filter(bool), data=st.data())
+def test_a_batch_with_a_length_past_its_end_is_refused(
+    frames: list[tuple[int, int, bytes]], data: st.DataObject
+) -> None:
+    body = bytearray(_protocol.encode_frames(0, frames))
+    start = data.draw(st.sampled_from(frame_offsets(frames)[:-1]))
+    rest = len(body) - (start + 9)  # the bytes after this frame's header
+    struct.pack_into(">I", body, start + 5, data.draw(st.integers(rest + 1, 2**32 - 1)))
+    with pytest.raises(_protocol.MalformedFrames):
+        _protocol.parse_frames(bytes(body))
+
+
+# --- open and close frames ------------------------------------------------------------
+
+# Subprotocols as a browser's WebSocket accepts them: HTTP tokens.
+TOKEN_CHARS = "!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits
+TOKENS = st.text(alphabet=TOKEN_CHARS, min_size=1)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@given(url=st.text().map(lambda rest: "/" + rest), protocols=st.lists(TOKENS, max_size=5))
+def test_open_requests_round_trip(url: str, protocols: list[str]) -> None:
+    payload = json.dumps({"url": url, "protocols": protocols}).encode()
+    assert _protocol.parse_open(payload) == _protocol.OpenRequest(url.encode(), protocols)
+
+
+def assert_open_parses_to_a_path_and_tokens_or_is_refused(payload: bytes) -> None:
+    try:
+        request = _protocol.parse_open(payload)
+    except _protocol.MalformedFrames:
+        return
+    assert request.url.startswith(b"/")
+    assert all(p and set(p) <= set(TOKEN_CHARS) for p in request.protocols)
+
+
+@given(payload=st.binary(max_size=100) | JSON.map(lambda value: json.dumps(value).encode()))
+def test_any_open_payload_parses_or_is_refused_cleanly(payload: bytes) -> None:
+    assert_open_parses_to_a_path_and_tokens_or_is_refused(payload)
+
+
+@given(
+    url=st.text().map(lambda rest: "/" + rest) | st.text() | JSON,
+    protocols=st.lists(TOKENS | st.text(), max_size=3) | JSON,
+)
+def test_open_fields_of_any_shape_parse_to_a_path_and_tokens_or_are_refused(
+    url: object, protocols: object
+) -> None:
+    assert_open_parses_to_a_path_and_tokens_or_is_refused(
+        json.dumps({"url": url, "protocols": protocols}).encode()
+    )
+
+
+@given(code=st.integers(0, 2**16 - 1), reason=st.text(max_size=60))
+def test_close_frames_round_trip(code: int, reason: str) -> None:
+    assert _protocol.parse_close(struct.pack(">H", code) + reason.encode()) == (code, reason)
+
+
+@given(payload=st.binary(max_size=40))
+def test_any_close_payload_parses_to_what_it_holds_or_is_refused_cleanly(payload: bytes) -> None:
+    try:
+        code, reason = _protocol.parse_close(payload)
+    except _protocol.MalformedFrames:
+        assert len(payload) == 1 or not _is_utf8(payload[2:])
+        return
+    if code is None:
+        assert (payload, reason) == (b"", "")
+    else:
+        assert struct.pack(">H", code) + reason.encode() == payload
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -9,8 +9,9 @@ from wsse._sessions import FrameOutOfOrder, MemoryPageState, MemoryPageStore
 
 def test_sessions_get_unguessable_distinct_ids() -> None:
     store = MemoryPageStore()
-    pages = [store.create() for _ in range(100)]
+    pages = [store.create(key="k") for _ in range(100)]
     assert len({page.id for page in pages}) == 100
+    assert all(page.key == "k" for page in pages)
     assert all(len(page.id) >= 22 for page in pages)  # 128 bits in base64
     assert store.get(pages[0].id) is pages[0]
     store.remove(pages[0].id)
@@ -19,7 +20,7 @@ def test_sessions_get_unguessable_distinct_ids() -> None:
 
 
 def test_the_log_replays_what_follows_an_id_and_forgets_what_is_acknowledged() -> None:
-    page = MemoryPageState("s")
+    page = MemoryPageState("s", "k")
     encoded = [page.append(b"text", b'{"n":%d}' % n) for n in range(5)]
     assert page.events_after(0) == encoded
     assert page.events_after(3) == encoded[3:]
@@ -34,7 +35,7 @@ def test_the_log_replays_what_follows_an_id_and_forgets_what_is_acknowledged() -
 
 
 def test_acknowledgements_never_move_back_and_cannot_pass_the_last_event() -> None:
-    page = MemoryPageState("s")
+    page = MemoryPageState("s", "k")
     for n in range(3):
         page.append(b"text", b"%d" % n)
     page.acknowledge(2)
@@ -48,7 +49,7 @@ def test_acknowledgements_never_move_back_and_cannot_pass_the_last_event() -> No
 
 
 def test_frames_are_applied_once_in_order() -> None:
-    page = MemoryPageState("s")
+    page = MemoryPageState("s", "k")
     assert page.expected_seq == 0
     assert page.accept(0) and page.accept(1)
     assert not page.accept(0)  # a retried frame

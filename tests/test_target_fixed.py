@@ -592,7 +592,7 @@ class FallbackOpenFrames(TargetFixedCase):
                 data=_protocol.encode_frames(0, [(_protocol.FRAME_OPEN, 1, payload)]),
                 headers={
                     b"Content-Type": [_protocol.FRAMES_CONTENT_TYPE],
-                    _protocol.SESSION_HEADER: [(page.session or "").encode()],
+                    **page.credentials(),
                 },
             )
             body = await response.content()

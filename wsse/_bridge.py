@@ -16,6 +16,8 @@ the page keeps only one in flight.
 from __future__ import annotations
 
 import codecs
+import hmac
+from functools import partial
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectingCancelledError
@@ -31,7 +33,7 @@ from wsse import _crosssite, _logging, _protocol, _socketpaths
 from wsse._eventstream import EventPoll, EventStream
 from wsse._forwarding import upstream_request_headers
 from wsse._redact import redact_uri
-from wsse._sessions import FrameOutOfOrder, PageState, PageStore
+from wsse._sessions import FrameOutOfOrder, PageState, PageStore, new_secret
 from wsse._settings import Settings
 from wsse._upstream import Handshake, UpstreamConnector, UpstreamSocket, close_like
 
@@ -59,6 +61,10 @@ _HANDSHAKE_HEADERS = frozenset(
 
 _UTF8 = codecs.getincrementaldecoder("utf-8")
 
+# Past --replay-buffer, events other than messages (opens, closes, "sent")
+# still go out, up to this much more.
+_CONTROL_HEADROOM = 1024 * 1024
+
 _MESSAGE_KINDS = {
     _protocol.FRAME_TEXT: (False, True),  # (binary, final)
     _protocol.FRAME_BINARY: (True, True),
@@ -73,6 +79,15 @@ def _mount_of(request: Request) -> bytes:
     # The last two segments are the endpoint directory and the endpoint.
     cut = path.rindex(b"/", 0, path.rindex(b"/"))
     return path[: cut + 1]
+
+
+def _key_cookie(session_id: str) -> bytes:
+    return _protocol.KEY_COOKIE_PREFIX + session_id.encode("ascii")
+
+
+def _endpoint(request: Request) -> str:
+    """The fallback endpoint a request is for, for log lines."""
+    return request.path.rsplit(b"/", 1)[-1].decode("latin-1")
 
 
 def _plain(request: Request, code: int, message: bytes) -> bytes:
@@ -98,7 +113,8 @@ class Bridge(Resource):
         self.connector = connector
         self.store = store
         self._pages: dict[str, Page] = {}
-        #: Fallback sockets open in all pages, against --max-sockets.
+        #: Sockets open in the process, against --max-sockets: the fallback's, and the
+        #: native ones, which the splice and --ws-deflate count here too (SocketTally).
         self.socket_count = 0
         self.putChild(_protocol.EVENTS_ENDPOINT, _Events(self, poll=False))
         self.putChild(_protocol.POLL_ENDPOINT, _Events(self, poll=True))
@@ -111,20 +127,47 @@ class Bridge(Resource):
             return None
         _log.warn(
             "fallback {endpoint} refused: cross-site request ({why})",
-            endpoint=request.path.rsplit(b"/", 1)[-1].decode("latin-1"),
+            endpoint=_endpoint(request),
             why=why,
         )
         return _plain(request, 403, b"cross-site requests are not allowed\n")
 
-    def page_for(self, request: Request) -> Page | None:
-        """The page session a request names, if this process holds it."""
+    def page_for(self, request: Request) -> Page | bytes:
+        """The page session a request names, or the refusal to answer it with."""
+        endpoint = _endpoint(request)
         session = request.getHeader(_protocol.SESSION_HEADER)
         state = self.store.get(session.decode("ascii", "replace")) if session else None
-        return self._pages.get(state.id) if state is not None else None
+        page = self._pages.get(state.id) if state is not None else None
+        if page is None:
+            _log.warn("fallback {endpoint} refused: no such session", endpoint=endpoint)
+            return _plain(request, _protocol.SESSION_GONE, b"no such session\n")
+        key = request.getCookie(_key_cookie(page.state.id)) or b""
+        if not hmac.compare_digest(key, page.state.key.encode("ascii")):
+            # The id leaked to another browser, or this one lost its cookie.
+            _log.warn(
+                "fallback {endpoint} refused: the request lacks the session's key",
+                endpoint=endpoint,
+            )
+            return _plain(request, 403, b"this session belongs to another browser\n")
+        return page
 
-    def new_page(self) -> Page:
-        page = Page(self, self.store.create())
+    def new_page(self, request: Request) -> Page:
+        """A new session, its key set as a cookie; the keys of sessions gone are deleted."""
+        page = Page(self, self.store.create(new_secret()))
         self._pages[page.state.id] = page
+        cookie = partial(request.addCookie, httpOnly=True, sameSite="strict")
+        cookie(
+            _key_cookie(page.state.id),
+            page.state.key.encode("ascii"),
+            secure=request.isSecure() or None,
+        )
+        prefix = _protocol.KEY_COOKIE_PREFIX
+        for name in request.received_cookies:
+            if (
+                name.startswith(prefix)
+                and self.store.get(name[len(prefix) :].decode("latin-1")) is None
+            ):
+                cookie(name, b"", max_age=b"0")
         return page
 
     def forget(self, page: Page) -> None:
@@ -153,16 +196,19 @@ class _Events(Resource):
         if refused is not None:
             return refused
         if request.getHeader(_protocol.SESSION_HEADER) is None:
-            page = bridge.new_page()
+            page = bridge.new_page(request)
             last_id = 0
         else:
             found = bridge.page_for(request)
-            if found is None:
-                return _plain(request, _protocol.SESSION_GONE, b"no such session\n")
+            if isinstance(found, bytes):
+                return found
             page = found
             try:
                 last_id = int(request.getHeader(_protocol.LAST_EVENT_ID_HEADER) or b"0")
             except ValueError:
+                _log.warn(
+                    "fallback {endpoint} refused: bad Last-Event-ID", endpoint=_endpoint(request)
+                )
                 return _plain(request, 400, b"bad Last-Event-ID\n")
         if not page.resumable_from(last_id):
             page.end("the page asked to resume from an event no longer kept", 1006)
@@ -197,10 +243,14 @@ class _Send(Resource):
         if refused is not None:
             return refused
         page = self._bridge.page_for(request)
-        if page is None:
-            return _plain(request, _protocol.SESSION_GONE, b"no such session\n")
+        if isinstance(page, bytes):
+            return page
         content_type = (request.getHeader(b"content-type") or b"").split(b";")[0].strip()
         if content_type.lower() != _protocol.FRAMES_CONTENT_TYPE:
+            _log.warn(
+                "fallback send refused: wrong content type {type}",
+                type=content_type.decode("latin-1")[:100],
+            )
             return _plain(request, 415, b"frames must be sent as application/x-wsse-frames\n")
         body = request.content.read(self.max_request_body + 1) if request.content else b""
         if len(body) > self.max_request_body:
@@ -295,10 +345,16 @@ class Page:
         encoded = self.state.append(name, data)
         if self._stream is not None:
             self._stream.send(encoded, urgent)
-        if self.state.unacknowledged > self.bridge.settings.replay_buffer:
+        if self.state.unacknowledged > self.bridge.settings.replay_buffer + _CONTROL_HEADROOM:
+            # Only the session's own events can get here (messages stop at the
+            # buffer, see PageSocket.upstream_message): a page posting and never reading.
             self.end("the page fell behind by more than the replay buffer", 1006)
         else:
             self._update_pause()
+
+    def has_room_for(self, size: int) -> bool:
+        """Whether a message event of C{size} bytes fits in the replay buffer."""
+        return self.state.unacknowledged + size <= self.bridge.settings.replay_buffer
 
     def acknowledge(self, last_id: int) -> None:
         self.state.acknowledge(last_id)
@@ -605,8 +661,23 @@ class PageSocket:
         )
 
     def upstream_message(self, payload: bytes, is_binary: bool) -> None:
-        if not self._closed:
-            self._page.emit(*_protocol.message_data(self.number, payload, is_binary))
+        if self._closed:
+            return
+        name, data = _protocol.message_data(self.number, payload, is_binary)
+        if self._page.has_room_for(len(data)):
+            self._page.emit(name, data)
+            return
+        # This socket's message would pass --replay-buffer: it closes, the rest carry on.
+        _log.warn(
+            "fallback socket closed (1013): the page has not taken {size} bytes of events,"
+            " and a message of {message} more would pass --replay-buffer",
+            size=self._page.state.unacknowledged,
+            message=len(data),
+        )
+        reason = "the page fell behind"
+        if self._app is not None:
+            close_like(self._app, 1013, reason)
+        self._finish(1013, reason, clean=True)
 
     def upstream_closing(self, code: int | None, reason: str) -> None:
         pass  # the close event goes to the page once the closing handshake is over

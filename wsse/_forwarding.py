@@ -10,10 +10,13 @@ C{proxy_redirect default} does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
+from wsse import _protocol
 from wsse._settings import HostHeader, Settings
 from wsse._target import Target
 
@@ -75,6 +78,22 @@ def _client_host(request: IRequest) -> bytes | None:
     return None
 
 
+_KEY_COOKIE = _protocol.KEY_COOKIE_PREFIX
+
+
+def _drop_key_cookie(headers: Headers, cookies: Sequence[bytes]) -> None:
+    """wsse's own cookies are between wsse and the browser: the app never sees them."""
+    kept = []
+    for cookie in cookies:
+        pairs = [pair for pair in cookie.split(b";") if not pair.strip().startswith(_KEY_COOKIE)]
+        if any(pair.strip() for pair in pairs):
+            kept.append(b";".join(pairs).strip())
+    if kept:
+        headers.setRawHeaders(b"cookie", kept)
+    else:
+        headers.removeHeader(b"cookie")
+
+
 def upstream_request_headers(request: IRequest, settings: Settings) -> Headers:
     """
     The headers to send the app for this request.
@@ -87,6 +106,9 @@ def upstream_request_headers(request: IRequest, settings: Settings) -> Headers:
     """
     incoming = request.requestHeaders
     headers = _end_to_end(incoming, frozenset({b"content-length", b"host"}))
+    cookies = headers.getRawHeaders(b"cookie")
+    if cookies and any(_KEY_COOKIE in cookie for cookie in cookies):
+        _drop_key_cookie(headers, cookies)
     original_host = incoming.getRawHeaders(b"host", [None])[0]
     if settings.host_header is HostHeader.TARGET or original_host is None:
         headers.setRawHeaders(b"host", [settings.target.authority])

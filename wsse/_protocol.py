@@ -10,8 +10,10 @@ Fallback sockets of one page share one page session: one event stream from
 the server (Server-Sent Events) and one channel of POSTs to it.
 
 Event stream: C{GET <base>events}, with C{X-WSSE-Session} once the page has a
-session and C{Last-Event-ID} when resuming.  Every event has an C{id:} (one
-sequence per session), an C{event:} name and data: one line of JSON, or for a
+session and C{Last-Event-ID} when resuming.  The answer that opens a session
+sets its key as a cookie (L{KEY_COOKIE_PREFIX}), which every later request of
+the session must carry, and deletes the key cookies of sessions gone.  Every event has
+an C{id:} (one sequence per session), an C{event:} name and data: one line of JSON, or for a
 message the socket's number and the message (L{message_data}).  Lines end at
 line feeds alone.
 Where a gateway holds the stream back, C{GET <base>poll} takes the same
@@ -68,6 +70,12 @@ FORCE_VALUE = "fallback"
 
 # Headers of the page session's requests.
 SESSION_HEADER = b"x-wsse-session"
+# The session's key: an HttpOnly cookie named by this prefix and the session id,
+# set by the stream that opens the session (scoped to wsse's endpoint
+# directory).  A session answers only requests carrying its key, so its id
+# alone is no use; one cookie per session, so pages opening at once do not
+# overwrite each other's.
+KEY_COOKIE_PREFIX = b"wsse-key-"
 ACK_HEADER = b"x-wsse-ack"
 LAST_EVENT_ID_HEADER = b"last-event-id"
 FRAMES_CONTENT_TYPE = b"application/x-wsse-frames"

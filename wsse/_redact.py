@@ -13,6 +13,7 @@ and never appear in a URL.
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_to_bytes
 
 from wsse import _protocol
 
@@ -31,9 +32,9 @@ def _redact_query(query: bytes) -> bytes:
     pairs = []
     for pair in query.split(b"&"):
         name, equals, _ = pair.partition(b"=")
-        pairs.append(
-            name + b"=" + REDACTED.encode() if equals and _SECRET_NAME.search(name) else pair
-        )
+        # Matched as the app reads it: %74oken is token.
+        secret = equals and _SECRET_NAME.search(unquote_to_bytes(name.replace(b"+", b" ")))
+        pairs.append(name + b"=" + REDACTED.encode() if secret else pair)
     return b"&".join(pairs)
 
 

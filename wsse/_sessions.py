@@ -5,7 +5,7 @@ A page session is one page's fallback: its event log (what the server sent,
 kept until the page acknowledges it, so a dropped stream can resume without a
 gap), the sequence number of the next frame the page will send (so a retried
 POST is not applied twice) and its socket table (the page's socket numbers in
-use).  All of it is plain data: L{MemoryPageStore} keeps it in this process,
+use), and its key.  All of it is plain data: L{MemoryPageStore} keeps it in this process,
 and a store shared between processes (Redis) can implement the same two
 protocols; the live connections to the app stay with the process that holds
 them (L{wsse._bridge.Page}).
@@ -20,12 +20,19 @@ from typing import Protocol
 from wsse import _protocol
 
 
+def new_secret() -> str:
+    """A session id or a browser's key: 128 bits from the operating system's CSPRNG, not guessable."""
+    return secrets.token_urlsafe(16)
+
+
 class FrameOutOfOrder(Exception):
     """A frame arrived with a sequence number past the next one expected."""
 
 
 class PageState(Protocol):
     id: str
+    #: The session's key, which its requests carry as a cookie (L{_protocol.KEY_COOKIE_PREFIX}).
+    key: str
     sockets: set[int]
 
     def append(self, name: bytes, data: bytes) -> bytes:
@@ -56,7 +63,7 @@ class PageState(Protocol):
 
 
 class PageStore(Protocol):
-    def create(self) -> PageState: ...
+    def create(self, key: str) -> PageState: ...
 
     def get(self, session_id: str) -> PageState | None: ...
 
@@ -64,8 +71,9 @@ class PageStore(Protocol):
 
 
 class MemoryPageState:
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, key: str) -> None:
         self.id = session_id
+        self.key = key
         self.sockets: set[int] = set()
         self._log: deque[tuple[int, bytes]] = deque()
         self._last_id = 0
@@ -114,9 +122,8 @@ class MemoryPageStore:
     def __init__(self) -> None:
         self._pages: dict[str, MemoryPageState] = {}
 
-    def create(self) -> MemoryPageState:
-        # 128 bits from the operating system's CSPRNG: not guessable.
-        page = MemoryPageState(secrets.token_urlsafe(16))
+    def create(self, key: str) -> MemoryPageState:
+        page = MemoryPageState(new_secret(), key)
         self._pages[page.id] = page
         return page
 

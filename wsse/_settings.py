@@ -59,8 +59,9 @@ class Settings:
         expected concurrency, since a request finding none opens a new one.
     @ivar pool_idle_timeout: seconds an idle pooled connection is kept; below the
         app's own keep-alive timeout, so wsse never reuses one the app is closing.
-    @ivar max_message_size: the largest WebSocket message wsse relays where it
-        sees messages (the deflating relay); bigger ones close the socket with 1009.
+    @ivar max_message_size: the largest WebSocket frame, and message of several
+        frames, wsse relays either way; bigger ones close the socket with 1009.
+        The splice measures them on the wire, from frame headers.
     @ivar forwarded_allow_ips: the peers whose X-Forwarded-Proto and
         X-Forwarded-Host are passed on (a gateway in front); C{None} trusts
         every peer.  Others get these headers from what wsse itself sees.
@@ -71,16 +72,18 @@ class Settings:
         every idle timeout of the gateways in front.
     @ivar grace: seconds a page session (and its sockets to the app) waits for
         its event stream to come back after it drops.
-    @ivar replay_buffer: bytes of events a page may leave unacknowledged before
-        its session ends (its sockets then close with 1006).
+    @ivar replay_buffer: bytes of events a page may leave unacknowledged; a
+        socket whose message would pass it closes with 1013.
     @ivar ws_deflate: relay WebSocket messages with autobahn on both legs and
         offer permessage-deflate to browsers, instead of splicing bytes.
     @ivar allowed_origins: origins (C{scheme://host[:port]}) besides the page's
         own whose pages may open fallback sessions and send into them.
     @ivar max_page_sockets: fallback sockets one page may hold open; more close
         with 1008 (policy), so one page cannot take every socket.
-    @ivar max_sockets: fallback sockets the process holds open in all; more
-        close with 1013 (try again later).
+    @ivar max_sockets: sockets the process holds open in all, fallback and
+        native together; more fallback ones close with 1013 (try again later),
+        and more native upgrades get 503, since there is no handshake yet to
+        close.
     @ivar socket_paths: the app paths (prefixes, by whole segments) that
         sockets may reach; empty for any (see L{wsse._socketpaths}).
     """

@@ -35,11 +35,14 @@ class _Channel(http.HTTPChannel):
     """
     An HTTP/1.1 channel that answers a request head over C{totalHeadersSize}
     (16 KiB) with 431 and a log line, where Twisted drops the connection
-    without a word (one long line) or answers a bare 400 (many lines).
+    without a word (one long line) or answers a bare 400 (many lines); and
+    that logs why Twisted answers any other request 400 itself.
     """
 
     _head_size = 0
     _refused = False
+    # Why twisted.web refuses the request in hand, for the 400's log line.
+    _malformed = "a malformed request line, header or chunked body"
 
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:
@@ -59,13 +62,30 @@ class _Channel(http.HTTPChannel):
     def lineLengthExceeded(self, line: bytes) -> None:
         self._head_too_large()
 
+    def _failChooseTransferDecoder(self) -> bool:
+        # twisted.web refuses here a request whose body length is ambiguous
+        # (Content-Length and Transfer-Encoding, two lengths, a coding other
+        # than chunked): what request smuggling relies on.
+        self._malformed = "conflicting or unsupported Content-Length / Transfer-Encoding"
+        return super()._failChooseTransferDecoder()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Every 400 twisted.web answers by itself comes through here; the
+        # line names the reason, never the request's content.
+        _log.warn("{client}: bad request (400): {why}", client=self._peer(), why=self._malformed)
+        super()._respondToBadRequestAndDisconnect()
+
+    def _peer(self) -> str:
+        transport = self.transport
+        assert transport is not None  # data arrived on it
+        return str(getattr(transport.getPeer(), "host", "-"))
+
     def _head_too_large(self) -> None:
         transport = self.transport
         assert transport is not None  # data arrived on it
-        peer = getattr(transport.getPeer(), "host", "-")
         _log.warn(
             "{client}: request head over {limit} bytes (431)",
-            client=peer,
+            client=self._peer(),
             limit=self.totalHeadersSize,
         )
         transport.write(

@@ -154,7 +154,8 @@ class Options(usage.Options):
             "replay-buffer",
             None,
             96,
-            "MiB of events a page may leave unacknowledged before its sockets close (1006).",
+            "MiB of events a page may leave unacknowledged; a socket whose message would"
+            " pass it closes (1013).",
             _count,
         ],
         [
@@ -169,8 +170,9 @@ class Options(usage.Options):
             "max-message-size",
             None,
             64,
-            "MiB: the largest WebSocket message wsse relays where it reads messages (the "
-            "fallback, --ws-deflate); bigger ones close their socket with 1009.",
+            "MiB: the largest WebSocket frame or message wsse relays, either way (the "
+            "splice measures them from frame headers); bigger ones close their socket "
+            "with 1009.",
             _count,
         ],
         [
@@ -184,7 +186,8 @@ class Options(usage.Options):
             "max-sockets",
             None,
             20000,
-            "Fallback sockets wsse holds open in all; past it a socket closes with 1013.",
+            "Sockets wsse holds open in all, fallback and native; past it a fallback "
+            "socket closes with 1013 and a native upgrade gets 503 (no handshake to close).",
             _count,
         ],
     ]

@@ -39,6 +39,9 @@ of an hour so long streams are not cut.  Kinds:
   - C{"noquery"}: like C{"relay"}, but a WebSocket upgrade reaches the upstream
     without its query string (C{/ws?token=1} as C{/ws}), as users report of
     SageMaker Studio.  Plain requests keep theirs.
+  - C{"noquery-nocarry"}: like C{"noquery"}, and answering 403 itself to
+    anything under C{/__wsse/ws/}, where a native socket carries its query:
+    a gateway where carrying the query fails too, so only the fallback is left.
 
 Every kind takes C{compress=True}: nginx gzips responses (C{text/event-stream}
 and JSON included) for clients that accept gzip, as some gateways do.  With
@@ -75,7 +78,7 @@ from tests.support.processes import free_port, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
-KINDS = ("relay", "strip", "prefix", "prefix-relay", "buffer", "noquery")
+KINDS = ("relay", "strip", "prefix", "prefix-relay", "buffer", "noquery", "noquery-nocarry")
 
 DEFAULT_PREFIX = "/proxy/8081"
 
@@ -170,7 +173,8 @@ def nginx_config(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown gateway kind {kind!r}, expected one of {KINDS}")
-    relays = kind in ("relay", "prefix-relay", "noquery")
+    noquery = kind.startswith("noquery")
+    relays = kind in ("relay", "prefix-relay") or noquery
     if buffering is None:
         buffering = not relays
     if relays:
@@ -183,7 +187,7 @@ def nginx_config(
         buffering_line = "            proxy_ignore_headers X-Accel-Buffering;\n"
         compress = True
     prefixed = kind.startswith("prefix")
-    target = "/" if prefixed else "$noquery_target" if kind == "noquery" else ""
+    target = "/" if prefixed else "$noquery_target" if noquery else ""
     proxy = _PROXY.format(
         upstream=upstream_port,
         target=target,
@@ -200,6 +204,10 @@ def nginx_config(
         )
     else:
         locations = f"        location / {{\n{proxy}        }}\n"
+    if kind == "noquery-nocarry":
+        locations = (
+            "        location ~ /__wsse/ws/ {\n            return 403;\n        }\n" + locations
+        )
     gzip = (
         "    gzip on;\n"
         "    gzip_proxied any;\n"

@@ -75,6 +75,7 @@ class _Stream(Protocol):
         self._deliver = deliver
         self._head = b""
         self.headers: dict[bytes, bytes] = {}
+        self.raw_headers: dict[bytes, list[bytes]] = {}  # every value of every header
         self.code = 0
         self.parser = SSEParser()
         self.status: defer.Deferred[int] = defer.Deferred()
@@ -95,6 +96,7 @@ class _Stream(Protocol):
             for line in lines[1:]:
                 name, _, value = line.partition(b":")
                 self.headers[name.strip().lower()] = value.strip()
+                self.raw_headers.setdefault(name.strip().lower(), []).append(value.strip())
             self.code = int(lines[0].split()[1])
             self.status.callback(self.code)
         if data:
@@ -148,6 +150,13 @@ class PageClient:
             self.session = hello.data["session"]
         return status
 
+    def credentials(self) -> dict[bytes, list[bytes]]:
+        """What the session's own requests carry: the session id and the browser's key."""
+        found = {name: values for name, values in self.headers.items() if name == b"Cookie"}
+        if self.session is not None:
+            found[_protocol.SESSION_HEADER] = [self.session.encode()]
+        return found
+
     async def _request(self) -> int:
         headers = dict(self.headers)
         if self.session is not None:
@@ -158,7 +167,11 @@ class PageClient:
         lines += [name + b": " + value for name, values in headers.items() for value in values]
         self.stream = _Stream(b"\r\n".join(lines) + b"\r\n\r\n", self._received)
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), self.stream)
-        return await self.stream.status
+        status = await self.stream.status
+        for cookie in self.stream.raw_headers.get(b"set-cookie", []):
+            if cookie.startswith(_protocol.KEY_COOKIE_PREFIX) and b"Max-Age=0" not in cookie:
+                self.headers[b"Cookie"] = [cookie.split(b";")[0]]  # kept, as a browser keeps it
+        return status
 
     def _poll_again(self) -> None:
         """When this poll is answered, the next one goes, as the shim's do."""
