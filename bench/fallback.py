@@ -5,8 +5,9 @@ streams with hand-made HTTP/1.1 (keep-alive, chunked bodies), so that the
 client costs little.
 
 wsse: one event stream and one POST channel per page, shared by the page's
-sockets; frames batched, one POST in flight, an acknowledgement every 64
-events or 512 KiB (wsse/_protocol.py has the formats).  ws-sse-proxy: one event stream
+sockets; frames batched, one POST in flight, an acknowledgement with every
+POST and on its own every 64 events, 512 KiB or a second after an event, as the
+shim does (wsse/_protocol.py has the formats).  ws-sse-proxy: one event stream
 per socket (C{GET /__wss/events?__wss_id=..&__wss_path=..}) and one POST per
 message (C{POST /__wss/send?__wss_id=..}); its shim fires each send as its own
 fetch, which a browser runs on up to 5 connections beside the stream.
@@ -32,6 +33,7 @@ FRAME_OPEN, FRAME_TEXT, FRAME_CLOSE = 1, 2, 4
 BATCH_LIMIT = 256 * 1024
 ACK_EVERY = 64
 ACK_BYTES = 512 * 1024
+ACK_AFTER = 1.0
 TIMEOUT = 30.0
 
 OnMessage = Callable[[bytes], None]
@@ -231,6 +233,7 @@ class WssePage:
         self.session = b""
         self.last_id = self.acked = 0
         self.unacked_bytes = 0
+        self.ack_timer: asyncio.TimerHandle | None = None
         self.seq = 0
         self.queue: list[tuple[int, int, bytes]] = []
         self.posting = False
@@ -277,8 +280,22 @@ class WssePage:
                 self.opened[socket].set_exception(Closed(f"socket closed {fields['code']}"))
             if not self.closed[socket].done():
                 self.closed[socket].set_result(fields["code"])
-        if self.last_id - self.acked >= ACK_EVERY or self.unacked_bytes >= ACK_BYTES:
-            self._post()
+        if self.ack_timer is None:
+            self.ack_timer = asyncio.get_running_loop().call_later(ACK_AFTER, self._ack_late)
+        self._post()
+
+    def _ack_late(self) -> None:
+        self.ack_timer = None
+        self._post()
+
+    def _ack_due(self) -> bool:
+        """As the shim: every 64 events or 512 KiB, or a second after an event."""
+        unacked = self.last_id - self.acked
+        return (
+            unacked >= ACK_EVERY
+            or self.unacked_bytes >= ACK_BYTES
+            or (unacked > 0 and self.ack_timer is None)
+        )
 
     def socket(self, url: str, on_message: OnMessage) -> tuple[int, asyncio.Future[None]]:
         """A new socket to C{url} (path and query on the app): its number and its opening."""
@@ -306,7 +323,7 @@ class WssePage:
     def _post(self) -> None:
         if self.posting or not self.session:
             return
-        if not self.queue and self.last_id == self.acked:
+        if not self.queue and not self._ack_due():
             return
         self.posting = True
         asyncio.get_running_loop().create_task(self._post_batch())
@@ -343,6 +360,8 @@ class WssePage:
             self.idle.set()
 
     def close(self) -> None:
+        if self.ack_timer is not None:
+            self.ack_timer.cancel()
         self.stream.close()
         self.posts.close()
 

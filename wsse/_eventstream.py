@@ -26,6 +26,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from wsse import _protocol
+from wsse._socketio import flush_now
 
 
 @implementer(IPushProducer)
@@ -87,6 +88,7 @@ class EventStream:
         if self.open and self._pending:
             data, self._pending = b"".join(self._pending), []
             self._request.write(data)
+            flush_now(self._request.transport)
 
     def _beat(self) -> None:
         if self.open and not self._pending:

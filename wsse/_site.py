@@ -21,6 +21,7 @@ from wsse import _logging
 from wsse._draining import OpenSet
 from wsse._redact import redact_uri
 from wsse._request_body import StreamingRequest
+from wsse._socketio import widen
 from wsse._wsrelay import is_websocket_upgrade
 
 _log = Logger(namespace="wsse.access", observer=_logging.observer)
@@ -43,6 +44,10 @@ class _Channel(http.HTTPChannel):
     _refused = False
     # Why twisted.web refuses the request in hand, for the 400's log line.
     _malformed = "a malformed request line, header or chunked body"
+
+    def connectionMade(self) -> None:
+        widen(self.transport)
+        super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         if not self._refused:

@@ -24,6 +24,8 @@ from twisted.internet.interfaces import (
 from twisted.internet.ssl import optionsForClientTLS
 from zope.interface import implementer
 
+from wsse._socketio import widen
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -106,7 +108,8 @@ class Target:
 class _QuietEndpoint:
     """
     Connects without the "Starting factory" lines Twisted logs for each client
-    factory: one per upstream connection would drown the log.
+    factory (one per upstream connection would drown the log), and widens
+    each connection's reads and sends (L{widen}).
     """
 
     def __init__(self, endpoint: IStreamClientEndpoint) -> None:
@@ -114,4 +117,9 @@ class _QuietEndpoint:
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         factory.noisy = False  # type: ignore[attr-defined]
-        return self._endpoint.connect(factory)
+        return self._endpoint.connect(factory).addCallback(_widened)
+
+
+def _widened(protocol: IProtocol) -> IProtocol:
+    widen(getattr(protocol, "transport", None))
+    return protocol

@@ -28,6 +28,7 @@ from twisted.web.http_headers import Headers
 from wsse import _logging
 from wsse._draining import OpenSet
 from wsse._settings import Settings
+from wsse._socketio import flush_now
 
 _log = Logger(observer=_logging.observer)
 
@@ -123,6 +124,9 @@ class UpstreamSocket(WebSocketClientProtocol):
 
     def connectionMade(self) -> None:
         self.registry.add(self)
+        # A frame cut across reads: its parts so far, their size, and the size wanted.
+        self._held: list[bytes] = []
+        self._held_size = self._held_wanted = 0
         super().connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -141,6 +145,7 @@ class UpstreamSocket(WebSocketClientProtocol):
                 b"\r\nHost: wsse.invalid:0\r\n", b"\r\nHost: " + self.handshake.host + b"\r\n", 1
             )
         super().sendData(data, sync, chopsize)
+        flush_now(self.transport)
 
     opened = False
     reading_paused = False
@@ -167,12 +172,14 @@ class UpstreamSocket(WebSocketClientProtocol):
     def _dataReceived(self, data: bytes) -> None:
         """
         Whole text and binary frames go straight to L{onMessage}; anything
-        else (control frames, fragments, frames over 64 KiB) to autobahn's
+        else (control frames, fragments, compressed frames) to autobahn's
         parser, from the first such frame on, until it is between frames again.
 
         autobahn keeps unparsed bytes in one buffer that it slices after each
         frame, copying the rest of the read every time: with an app sending
-        small messages, that copying took most of wsse's time.
+        small messages, that copying took most of wsse's time.  Here a frame
+        cut across reads is held as a list of its parts and joined once it is
+        all there, so a big message costs one copy however many reads bring it.
         """
         if self.state != self.STATE_OPEN or self._perMessageCompress is not None:
             super()._dataReceived(data)
@@ -187,40 +194,61 @@ class UpstreamSocket(WebSocketClientProtocol):
             if data:
                 super()._dataReceived(data)
             return
-        if self.data:  # the start of a frame, held back from the last read
+        if self.data:  # the start of a frame, left in autobahn's buffer by its last frame
             data, self.data = self.data + data, b""
+        elif self._held:
+            self._held.append(data)
+            self._held_size += len(data)
+            if self._held_size < self._held_wanted:
+                return
+            data = b"".join(self._held)
+            self._held = []
         end, position, limit = len(data), 0, self.maxMessagePayloadSize
         while self.state == self.STATE_OPEN:
             if end - position < 2:
-                self.data = data[position:]
+                self._hold(data, position, 2)
                 return
             first, length = data[position], data[position + 1]
             # FIN with no reserved bits, text or binary; unmasked (length's top bit clear)
-            if (first != 0x81 and first != 0x82) or length > 125 and length != 126:
+            if (first != 0x81 and first != 0x82) or length > 127:
                 break
             head = 2
             if length == 126:
-                if end - position < 4:
-                    self.data = data[position:]
+                head = 4
+                if end - position < head:
+                    self._hold(data, position, head)
                     return
                 length = int.from_bytes(data[position + 2 : position + 4], "big")
-                head = 4
                 if length < 126:
                     break  # not the shortest form: autobahn refuses it
+            elif length == 127:
+                head = 10
+                if end - position < head:
+                    self._hold(data, position, head)
+                    return
+                length = int.from_bytes(data[position + 2 : position + 10], "big")
+                if length < 0x10000 or length >= 1 << 63:
+                    break  # not the shortest form, or the top bit set: autobahn refuses it
             if length > limit > 0:
                 break
             stop = position + head + length
             if stop > end:
-                self.data = data[position:]
+                self._hold(data, position, stop - position)
                 return
             self.onMessage(data[position + head : stop], first == 0x82)
             position = stop
         if position < end:
             super()._dataReceived(data[position:] if position else data)
 
+    def _hold(self, data: bytes, position: int, wanted: int) -> None:
+        """Keep the start of a frame until C{wanted} bytes of it are here."""
+        part = data[position:] if position else data
+        self._held, self._held_size, self._held_wanted = [part], len(part), wanted
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if not isBinary:
-            # Checked here, in C, rather than by autobahn's validator, in Python.
+        if not isBinary and not payload.isascii():
+            # Checked here, in C, rather than by autobahn's validator, in Python;
+            # ASCII (most text) without decoding it.
             try:
                 payload.decode("utf-8")
             except UnicodeDecodeError:

@@ -51,6 +51,7 @@ from wsse._forwarding import (
 )
 from wsse._redact import redact_uri
 from wsse._settings import Settings
+from wsse._socketio import send_now
 
 _log = Logger(observer=_logging.observer)
 
@@ -567,7 +568,7 @@ class _AppLeg(Protocol):
 
     def _to_app(self, data: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(self._up.pass_on(data))
+        send_now(self.transport, self._up.pass_on(data))
         if self._up.fault is not None:
             self._broke_a_rule(self._up)
 
@@ -652,7 +653,7 @@ class _AppLeg(Protocol):
         if self._state == _UPGRADED:
             relayed = self._down.pass_on(data)
             if browser is not None:
-                browser.write(relayed)
+                send_now(browser, relayed)
             if self._down.fault is not None:
                 self._broke_a_rule(self._down)
             return
