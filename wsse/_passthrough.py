@@ -1,8 +1,9 @@
 """
 HTTP passthrough: a leaf Resource that relays each request to the app.
 
-Built on L{twisted.web.client.Agent} with a persistent pool rather than
-C{twisted.web.proxy}: HTTP/1.1 and keep-alive upstream, raw headers with repeats,
+Built on an L{IAgent} (by default wsse's own, L{wsse._appclient.AppClient},
+with a keep-alive pool) rather than C{twisted.web.proxy}: HTTP/1.1 and
+keep-alive upstream, raw headers with repeats,
 the path byte for byte, and producers registered on both legs so that neither a
 slow browser nor a slow app makes wsse buffer a body.  HTML documents flow
 through a rewriting consumer that inserts the shim as the bytes pass.

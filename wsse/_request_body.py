@@ -37,7 +37,7 @@ _HIGH_WATER = 256 * 1024
 
 @implementer(IBodyProducer)
 class RequestBody:
-    """The body of a request still arriving, as an Agent body producer."""
+    """The body of a request still arriving, as a body producer for the client to the app."""
 
     def __init__(self, request: Request, length: int | None) -> None:
         self._request = request

@@ -9,14 +9,13 @@ WebSocket relay for upgrades, the passthrough for everything else.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IAgent, IAgentEndpointFactory
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IAgent
 from twisted.web.pages import errorPage
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
-from zope.interface import implementer
 
+from wsse._appclient import AppClient
 from wsse._bridge import Bridge
 from wsse._carriedquery import CarriedQuerySocket
 from wsse._passthrough import Passthrough
@@ -29,35 +28,14 @@ from wsse._wsdeflate import DeflatingWebSocketRelay, offers_deflate
 from wsse._wsrelay import WebSocketSplice, is_websocket_upgrade
 
 
-@implementer(IAgentEndpointFactory)
-class _TargetEndpointFactory:
-    """Every connection goes to the configured target, whatever URL the agent was given."""
-
-    def __init__(self, settings: Settings, reactor: IReactorTime) -> None:
-        # One endpoint for every request: the agent asks for one each time,
-        # even when a pooled connection will serve it.
-        self._endpoint = settings.target.endpoint(reactor, settings.connect_timeout)
-
-    def endpointForURI(self, uri: object) -> IStreamClientEndpoint:
-        return self._endpoint
-
-
-def _make_pool(settings: Settings, reactor: IReactorTime) -> HTTPConnectionPool:
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = settings.pool_size
-    # Annotated int in Twisted, but it only goes to callLater, which takes seconds.
-    pool.cachedConnectionTimeout = settings.pool_idle_timeout  # type: ignore[assignment]
-    return pool
-
-
 class WSSEResource(Resource):
     """
     wsse in front of one app, as a resource to put in a twisted.web Site.
 
     @param settings: a L{Settings}, or just the app's URL (C{"http://127.0.0.1:8080"}).
     @param reactor: the reactor used for connections and timers.
-    @param agent: the HTTP client for the passthrough; by default an Agent with a
-        persistent pool sized by C{settings.pool_size}.
+    @param agent: the HTTP client for the passthrough; by default wsse's own
+        (L{AppClient}), keeping up to C{settings.pool_size} idle connections.
     @param store: where the fallback keeps its page sessions; by default in
         this process's memory.
     """
@@ -79,11 +57,14 @@ class WSSEResource(Resource):
             reactor = default_reactor
         assert reactor is not None
         self.settings = settings
-        self._pool: HTTPConnectionPool | None = None
+        self._pool: AppClient | None = None
         if agent is None:
-            self._pool = _make_pool(settings, reactor)
-            agent = Agent.usingEndpointFactory(
-                reactor, _TargetEndpointFactory(settings, reactor), self._pool
+            agent = self._pool = AppClient(
+                reactor,
+                settings.target.endpoint(reactor, settings.connect_timeout),
+                settings.pool_size,
+                settings.pool_idle_timeout,
+                settings.target.authority,
             )
         self._connector = connector = UpstreamConnector(settings, reactor)
         self._passthrough = Passthrough(settings, agent, reactor)
