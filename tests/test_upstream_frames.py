@@ -59,6 +59,16 @@ class Transport(StringTransport):
 def run(reads: list[bytes], limit: int = 0) -> tuple[UpstreamSocket, Peer, list[tuple[int, bytes]]]:
     """Open a socket in memory, feed it C{reads}; what it delivered and the frames it wrote."""
     timers = set(IReactorTime(reactor).getDelayedCalls())
+    socket, peer, transport = open_socket(limit)
+    for data in filter(None, reads):
+        socket.dataReceived(data)
+    socket.connectionLost()
+    assert set(IReactorTime(reactor).getDelayedCalls()) <= timers
+    return socket, peer, written(transport.value())
+
+
+def open_socket(limit: int = 0) -> tuple[UpstreamSocket, Peer, Transport]:
+    """A socket in memory, past its handshake, with nothing written yet."""
     factory = WebSocketClientFactory("ws://app.invalid/")
     factory.protocol = UpstreamSocket
     factory.setProtocolOptions(
@@ -88,11 +98,8 @@ def run(reads: list[bytes], limit: int = 0) -> tuple[UpstreamSocket, Peer, list[
         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
     )
     assert socket.state == socket.STATE_OPEN and peer.opened
-    for data in filter(None, reads):
-        socket.dataReceived(data)
-    socket.connectionLost()
-    assert set(IReactorTime(reactor).getDelayedCalls()) <= timers
-    return socket, peer, written(transport.value())
+    transport.clear()
+    return socket, peer, transport
 
 
 def written(data: bytes) -> list[tuple[int, bytes]]:
@@ -245,3 +252,22 @@ def test_a_message_over_the_limit_is_refused_with_1009(
     assert peer.messages == before
     assert replies[0][0] == 0x8 and replies[0][1][:2] == (1009).to_bytes(2, "big")
     assert socket.failedByMe
+
+
+@given(st.lists(payloads(st.integers(0, 70_000)), max_size=4))
+@settings(max_examples=100, deadline=None)
+def test_whole_messages_go_out_byte_for_byte_as_autobahn_frames_them(sent: list[Message]) -> None:
+    """The socket's own framing and masking (up to 64 KiB) against autobahn's, with the same masks."""
+    ours, _, ours_wrote = open_socket()
+    theirs, _, theirs_wrote = open_socket()
+    for seed, (payload, binary) in enumerate(sent):
+        random.seed(seed)
+        ours.send_whole(payload, binary)
+        random.seed(seed)
+        theirs.sendMessage(payload, binary)
+    assert ours_wrote.value() == theirs_wrote.value()
+    assert written(ours_wrote.value()) == [
+        (2 if binary else 1, payload) for payload, binary in sent
+    ]
+    ours.connectionLost()
+    theirs.connectionLost()

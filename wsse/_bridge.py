@@ -411,9 +411,10 @@ class Page:
         """Apply the frames not applied before, after checking all of them."""
         fresh = [frame for frame in frames if frame.seq >= self.state.expected_seq]
         opens = self._check(fresh)
+        sent_to: set[PageSocket] = set()
         for frame in fresh:
             if self.ended:
-                return
+                break
             self.state.accept(frame.seq)
             if frame.kind == _protocol.FRAME_OPEN:
                 self._open(frame.socket, opens[frame.seq], request)
@@ -427,6 +428,11 @@ class Page:
                 socket.abort_from_page()
             else:
                 socket.send(frame.payload, *_MESSAGE_KINDS[frame.kind])
+                sent_to.add(socket)
+        for socket in sent_to:
+            socket.flush()
+        if self.ended:
+            return
         if fresh:
             # After the frames, before anything the app answers (in a later turn).
             self.emit(_protocol.EVENT_SENT, b'{"seq":%d}' % fresh[-1].seq, urgent=False)
@@ -589,6 +595,10 @@ class PageSocket:
 
     # From the page.
 
+    def flush(self) -> None:
+        if self._app is not None:
+            self._app.flush()
+
     def send(self, payload: bytes, binary: bool, final: bool) -> None:
         """A message, or a part of one, on to the app: parts go as frames of one message."""
         app = self._app
@@ -607,7 +617,7 @@ class PageSocket:
             return
         if self._message_size is None:
             if final:
-                app.sendMessage(payload, binary)
+                app.send_whole(payload, binary)
                 return
             app.beginMessage(isBinary=binary)
         self._message_size = size

@@ -11,6 +11,7 @@ protocol options; each socket reports to a L{SocketPeer}.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -145,6 +146,39 @@ class UpstreamSocket(WebSocketClientProtocol):
                 b"\r\nHost: wsse.invalid:0\r\n", b"\r\nHost: " + self.handshake.host + b"\r\n", 1
             )
         super().sendData(data, sync, chopsize)
+
+    def send_whole(self, payload: bytes, binary: bool) -> None:
+        """
+        A whole message to the app.  Up to 64 KiB and uncompressed, it is
+        framed and masked here: autobahn builds a masker object for each
+        frame, which was a fifth of wsse's time under a burst of small
+        messages.  The mask comes from the same source as autobahn's.
+        """
+        size = len(payload)
+        if (
+            size > 0xFFFF
+            or self._perMessageCompress is not None
+            or self.send_state != self.SEND_STATE_GROUND
+            or self.state != self.STATE_OPEN
+        ):
+            self.sendMessage(payload, binary)
+            return
+        mask = random.getrandbits(32).to_bytes(4, "big")
+        first = 0x82 if binary else 0x81
+        head = (
+            bytes((first, 0x80 | size))
+            if size < 126
+            else bytes((first, 0xFE)) + size.to_bytes(2, "big")
+        )
+        if size:
+            key = (mask * ((size + 3) // 4))[:size]
+            payload = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(
+                size, "big"
+            )
+        self.sendData(head + mask + payload)
+
+    def flush(self) -> None:
+        """Send what is written now: the frames of one POST go out together, at once."""
         flush_now(self.transport)
 
     opened = False
