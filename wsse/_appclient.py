@@ -2,10 +2,10 @@
 The passthrough's HTTP/1.1 client to the app: keep-alive connections in a
 pool, requests written in one piece, responses parsed a read at a time.
 
-Twisted's C{Agent} did this job at about half of wsse's time on small
-responses (a URL parsed and checked, an endpoint asked for, a pool looked up
-through Deferreds, and a parser that dispatches per line and per state, for
-each request).  This client serves one known app and does what the
+With Twisted's C{Agent} in its place, wsse served two thirds of the small
+requests a second it serves with this client: C{Agent} parses and checks a
+URL, asks for an endpoint and looks a connection up through Deferreds, and
+parses the answer line by line through a state machine, for each request.  This client serves one known app and does what the
 passthrough needs: it implements L{IAgent}, so a test or an embedding site
 can still inject another, and it answers with what C{Agent} answers (its
 response and failure types), so the passthrough cannot tell them apart.
@@ -61,6 +61,7 @@ _CONNECTION_CONTROL = frozenset(
 # Requests that may be sent again when a pooled connection turns out closed.
 _REPEATABLE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"DELETE", b"TRACE"})
 _HEAD_LIMIT = 64 * 1024
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 
 class _BadResponse(Exception):
@@ -150,7 +151,7 @@ class _AppConnection(Protocol):
         self._protocol: Protocol | None = None
         self._held: list[bytes] = []  # body bytes that came before deliverBody
         self._remaining = 0  # of a Content-Length body, or of the chunk in hand
-        self._framing = b""  # b"length", b"chunked", b"close"
+        self._framing = b""  # b"length", b"chunked", b"close" (delimited by it), b"none"
         self._chunk_state = 0  # 0: size line, 1: data, 2: CRLF after data, 3: trailers
         self._keep_alive = False
         self._body_sent = True
@@ -241,12 +242,14 @@ class _AppConnection(Protocol):
         assert exchange is not None
         lines = head.split(b"\r\n")
         status = lines[0].split(b" ", 2)
-        if len(status) < 2 or not status[0].startswith(b"HTTP/1.") or len(status[1]) != 3:
+        if (
+            len(status) < 2
+            or not status[0].startswith(b"HTTP/1.")
+            or len(status[1]) != 3
+            or not status[1].isdigit()
+        ):
             raise _BadResponse(f"bad status line {lines[0][:80]!r}")
-        try:
-            code = int(status[1])
-        except ValueError:
-            raise _BadResponse(f"bad status line {lines[0][:80]!r}") from None
+        code = int(status[1])
         if 100 <= code < 200 and code != 101:
             return False
         head_request = exchange.method == b"HEAD"
@@ -268,15 +271,11 @@ class _AppConnection(Protocol):
             if lower in _CONNECTION_CONTROL:
                 if lower == b"content-length":
                     lengths.append(value)
-                    if not head_request:
-                        continue
                 elif lower == b"transfer-encoding":
                     codings.append(value)
-                    continue
                 elif lower == b"connection":
                     connection.append(value)
-                    continue
-                else:
+                if not (head_request and lower == b"content-length"):
                     continue
             headers.addRawHeader(name, value)
         version = (b"HTTP", 1, 1) if status[0] == b"HTTP/1.1" else (b"HTTP", 1, 0)
@@ -319,9 +318,8 @@ class _AppConnection(Protocol):
         if framing == b"length":
             if len(data) >= self._remaining:
                 if len(data) > self._remaining:
-                    self._keep_alive = (
-                        False  # more than it said: the connection is not to be trusted
-                    )
+                    # More than it said: the connection is not to be trusted.
+                    self._keep_alive = False
                 data = data[: self._remaining]
                 self._remaining = 0
                 self._deliver(data)
@@ -367,14 +365,10 @@ class _AppConnection(Protocol):
                 self._chunk_state = 0
             elif state == 0:
                 size = line.split(b";", 1)[0].strip()
-                try:
-                    self._remaining = int(size, 16)
-                except ValueError:
+                if not size or size.strip(_HEX_DIGITS):
                     self._fail_body(f"bad chunk size {size[:20]!r}")
                     return
-                if not size or size.startswith((b"-", b"+", b"0x", b"0X")):
-                    self._fail_body(f"bad chunk size {size[:20]!r}")
-                    return
+                self._remaining = int(size, 16)
                 self._chunk_state = 1 if self._remaining else 3
             elif not line:  # state 3: trailers end at an empty line
                 if position < end:
