@@ -378,6 +378,36 @@ class Responses(AppClientCase):
         got = {name.lower(): values for name, values in response.headers.getAllRawHeaders()}
         self.assertEqual(got, {b"set-cookie": [b"a=1", b"b=2"], b"x-other": [b"y"]})
 
+    async def test_a_folded_line_stays_with_its_header(self) -> None:
+        """
+        A continuation of a framing header is not a header of its own (it could
+        reach the browser as a Content-Length its body does not have); framed
+        two ways, the answer is read as chunked and its connection not reused.
+        """
+        app, client = self.serve(
+            [
+                Reply(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n 3\r\n"
+                    b"X-Long: a\r\n\tb\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                )
+            ],
+            [Reply(OK)],
+        )
+        response, body, reason = await fetch(client)
+        reason.trap(ResponseDone)
+        self.assertEqual(body, b"hello")
+        got = {name.lower(): values for name, values in response.headers.getAllRawHeaders()}
+        self.assertEqual(got, {b"x-long": [b"a b"]})
+        await fetch(client)
+        self.assertEqual(len(app.connections), 2)
+
+    async def test_a_bare_line_feed_in_the_head_fails_the_request(self) -> None:
+        _, client = self.serve(
+            [Reply(b"HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 5\r\nContent-Length: 2\r\n\r\nok")]
+        )
+        with self.assertRaises(ResponseFailed):
+            await client.request(b"GET", b"/")
+
 
 class KeepAlive(AppClientCase):
     async def test_sequential_requests_share_a_connection(self) -> None:
@@ -483,6 +513,19 @@ class Flow(AppClientCase):
         await turn()
         self.assertEqual(sum(map(len, reader.data)), size)
         self.assertEqual((await fetch(client))[1], b"ok")
+        self.assertEqual(len(app.connections), 1)
+
+    async def test_a_finished_body_s_transport_no_longer_reaches_its_connection(self) -> None:
+        """Its reader may still stop it after the end, when the connection already carries another request."""
+        app, client = self.serve([Reply(OK), Reply(OK)])
+        response = await client.request(b"GET", b"/")
+        reader = Reader()
+        response.deliverBody(reader)
+        await reader.ended
+        assert reader.transport is not None
+        following = client.request(b"GET", b"/next")  # on the same, pooled connection
+        reader.transport.stopProducing()
+        self.assertEqual((await read(await following))[0], b"ok")
         self.assertEqual(len(app.connections), 1)
 
     async def test_a_reader_that_stops_closes_the_connection(self) -> None:

@@ -271,3 +271,14 @@ def test_whole_messages_go_out_byte_for_byte_as_autobahn_frames_them(sent: list[
     ]
     ours.connectionLost()
     theirs.connectionLost()
+
+
+def test_a_frame_begun_before_a_close_goes_to_autobahn_whole() -> None:
+    """The start of a frame held back, then wsse closes: autobahn gets the frame from its first byte."""
+    socket, _, _ = open_socket()
+    frame = ws_frame(0x81, b"hello there", False)
+    socket.dataReceived(frame[:1])
+    socket.sendClose(1000)
+    socket.dataReceived(frame[1:] + ws_frame(0x88, (1000).to_bytes(2, "big"), False))
+    assert socket.remoteCloseCode == 1000  # the app's close arrived: no protocol error on the way
+    socket.connectionLost()

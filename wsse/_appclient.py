@@ -70,19 +70,29 @@ class _BadResponse(Exception):
 
 @implementer(IPushProducer)
 class _BodyTransport:
-    """What a response body's protocol gets as its transport: the app's connection, as a producer."""
+    """
+    What a response body's protocol gets as its transport: the app's
+    connection, as a producer, until the body ends.  Then it is cut off, as
+    Agent's is: the connection may already carry another request.
+    """
 
     def __init__(self, connection: _AppConnection) -> None:
-        self._connection = connection
+        self._connection: _AppConnection | None = connection
+
+    def detach(self) -> None:
+        self._connection = None
 
     def pauseProducing(self) -> None:
-        self._connection.pause()
+        if self._connection is not None:
+            self._connection.pause()
 
     def resumeProducing(self) -> None:
-        self._connection.resume()
+        if self._connection is not None:
+            self._connection.resume()
 
     def stopProducing(self) -> None:
-        self._connection.abandon()
+        if self._connection is not None:
+            self._connection.abandon()
 
 
 @implementer(IResponse)
@@ -149,6 +159,7 @@ class _AppConnection(Protocol):
         self._got_bytes = False
         self._response: _Response | None = None
         self._protocol: Protocol | None = None
+        self._body_transport: _BodyTransport | None = None
         self._held: list[bytes] = []  # body bytes that came before deliverBody
         self._remaining = 0  # of a Content-Length body, or of the chunk in hand
         self._framing = b""  # b"length", b"chunked", b"close" (delimited by it), b"none"
@@ -221,6 +232,8 @@ class _AppConnection(Protocol):
                 return
         if data and not self._done:
             self._body(data)
+        elif data:
+            self._keep_alive = False  # bytes after the whole answer
 
     def _read_head(self, data: bytes) -> bytes:
         """Parse the response head from C{data}; what follows it."""
@@ -257,12 +270,15 @@ class _AppConnection(Protocol):
         lengths: list[bytes] = []
         codings: list[bytes] = []
         connection: list[bytes] = []
-        name = b""
+        fields: list[bytes] = []
         for line in lines[1:]:
-            if line[:1] in (b" ", b"\t") and name:  # a folded line continues the last value
-                values = headers.getRawHeaders(name) or [b""]
-                headers.setRawHeaders(name, [*values[:-1], values[-1] + b" " + line.strip()])
-                continue
+            if b"\r" in line or b"\n" in line:
+                raise _BadResponse(f"a bare CR or LF in {line[:80]!r}")
+            if line[:1] in (b" ", b"\t") and fields:  # a folded line continues the last field
+                fields[-1] += b" " + line.strip()
+            else:
+                fields.append(line)
+        for line in fields:
             name, colon, value = line.partition(b":")
             if not colon or not name or name != name.strip():
                 raise _BadResponse(f"bad header line {line[:80]!r}")
@@ -289,6 +305,10 @@ class _AppConnection(Protocol):
         elif codings:
             last = b",".join(codings).split(b",")[-1].strip().lower()
             self._framing = b"chunked" if last == b"chunked" else b"close"
+            if lengths or version[2] == 0:
+                # Framed two ways, or chunked in HTTP/1.0: this answer is
+                # read as chunked, and the connection is not used again.
+                self._keep_alive = False
         elif lengths:
             distinct = {v.strip() for item in lengths for v in item.split(b",")}
             if len(distinct) != 1:
@@ -385,7 +405,8 @@ class _AppConnection(Protocol):
 
     def deliver_to(self, protocol: Protocol) -> None:
         self._protocol = protocol
-        protocol.makeConnection(_BodyTransport(self))
+        self._body_transport = _BodyTransport(self)
+        protocol.makeConnection(self._body_transport)
         held, self._held = self._held, []
         for data in held:
             if self._ended or self._stopped:
@@ -408,6 +429,9 @@ class _AppConnection(Protocol):
         protocol, reason = self._protocol, self._ending
         self._protocol = None
         self._ended = True
+        if self._body_transport is not None:
+            self._body_transport.detach()
+            self._body_transport = None
         assert protocol is not None and reason is not None
         if self._done:
             # Back in the pool first (as Agent does): a request made as the

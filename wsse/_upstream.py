@@ -215,6 +215,9 @@ class UpstreamSocket(WebSocketClientProtocol):
         cut across reads is held as a list of its parts and joined once it is
         all there, so a big message costs one copy however many reads bring it.
         """
+        if self._held and self.state != self.STATE_OPEN:
+            # The start of a frame held here, and autobahn takes over (a close began).
+            data, self._held = b"".join(self._held) + data, []
         if self.state != self.STATE_OPEN or self._perMessageCompress is not None:
             super()._dataReceived(data)
             return
