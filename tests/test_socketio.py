@@ -10,6 +10,7 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import time
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint, connectProtocol
@@ -75,6 +76,37 @@ class SendNow(TestCase):
         self.assertEqual(arrived(far, 0.2), b"")
         send_now(transport, b" and sent")
         self.assertEqual(arrived(far, 5), b"queued and sent")
+
+    async def test_with_nothing_queued_the_bytes_go_straight_to_the_kernel(self) -> None:
+        """The reactor is never asked to watch the socket for writability."""
+        transport, far, _ = await self._connected()
+        asked: list[object] = []
+        start_writing = transport.startWriting  # type: ignore[attr-defined]
+        transport.startWriting = lambda: asked.append(start_writing())  # type: ignore[attr-defined]
+        send_now(transport, b"straight")
+        send_now(transport, b" through")
+        self.assertEqual(arrived(far, 5), b"straight through")
+        self.assertEqual(asked, [])
+        transport.write(b", and a plain write is queued")
+        self.assertEqual(len(asked), 1)
+        self.assertEqual(arrived(far, 0.2), b"")
+
+    async def test_what_the_kernel_does_not_take_is_queued_and_arrives_in_order(self) -> None:
+        transport, far, _ = await self._connected()
+        far.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        big = bytes(range(256)) * 65536  # 16 MiB: more than the kernel holds for a peer not reading
+        send_now(transport, big)
+        self.assertIn(transport, reactor.getWriters())
+        self.assertTrue(transport.dataBuffer or transport._tempDataLen)  # type: ignore[attr-defined]
+        send_now(transport, b"and then this")
+        expected = big + b"and then this"
+        got = b""
+        deadline = time.monotonic() + 10
+        while len(got) < len(expected) and time.monotonic() < deadline:
+            await deferLater(reactor, 0, lambda: None)
+            got += arrived(far, 0)
+        self.assertEqual(got, expected)
+        self.assertNotIn(transport, reactor.getWriters())
 
     async def test_a_peer_gone_ends_the_connection_as_usual(self) -> None:
         """A failed send raises nothing; the reactor meets the error and ends the connection."""

@@ -265,6 +265,7 @@ def test_whole_messages_go_out_byte_for_byte_as_autobahn_frames_them(sent: list[
         ours.send_whole(payload, binary)
         random.seed(seed)
         theirs.sendMessage(payload, binary)
+    ours.flush()
     assert ours_wrote.value() == theirs_wrote.value()
     assert written(ours_wrote.value()) == [
         (2 if binary else 1, payload) for payload, binary in sent

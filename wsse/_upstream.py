@@ -29,7 +29,7 @@ from twisted.web.http_headers import Headers
 from wsse import _logging
 from wsse._draining import OpenSet
 from wsse._settings import Settings
-from wsse._socketio import flush_now
+from wsse._socketio import flush_now, send_now
 
 _log = Logger(observer=_logging.observer)
 
@@ -145,7 +145,11 @@ class UpstreamSocket(WebSocketClientProtocol):
             data = data.replace(
                 b"\r\nHost: wsse.invalid:0\r\n", b"\r\nHost: " + self.handshake.host + b"\r\n", 1
             )
+        self._release()
         super().sendData(data, sync, chopsize)
+
+    # Frames framed by send_whole and not yet written: flush sends them together.
+    _outgoing: list[bytes] | None = None
 
     def send_whole(self, payload: bytes, binary: bool) -> None:
         """
@@ -160,6 +164,7 @@ class UpstreamSocket(WebSocketClientProtocol):
             or self._perMessageCompress is not None
             or self.send_state != self.SEND_STATE_GROUND
             or self.state != self.STATE_OPEN
+            or self.send_queue
         ):
             self.sendMessage(payload, binary)
             return
@@ -175,11 +180,31 @@ class UpstreamSocket(WebSocketClientProtocol):
             payload = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(
                 size, "big"
             )
-        self.sendData(head + mask + payload)
+        frame = head + mask + payload
+        if self._outgoing is None:
+            self._outgoing = [frame]
+        else:
+            self._outgoing.append(frame)
+
+    def _release(self) -> None:
+        """Write the frames held for flush, ahead of anything autobahn writes."""
+        if self._outgoing is not None:
+            outgoing, self._outgoing = self._outgoing, None
+            if self.transport is not None:
+                self.transport.write(b"".join(outgoing))
 
     def flush(self) -> None:
-        """Send what is written now: the frames of one POST go out together, at once."""
-        flush_now(self.transport)
+        """
+        Send what is written now: the frames of one POST go out together, at
+        once, and straight to the socket when nothing else waits (L{send_now}).
+        """
+        outgoing, self._outgoing = self._outgoing, None
+        if self.transport is None:
+            return
+        if outgoing is None:
+            flush_now(self.transport)
+        else:
+            send_now(self.transport, b"".join(outgoing))
 
     opened = False
     reading_paused = False
