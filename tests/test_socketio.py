@@ -91,10 +91,13 @@ class SendNow(TestCase):
         self.assertEqual(len(asked), 1)
         self.assertEqual(arrived(far, 0.2), b"")
 
-    async def test_what_the_kernel_does_not_take_is_queued_and_arrives_in_order(self) -> None:
+    async def test_what_the_socket_does_not_take_is_queued_and_arrives_in_order(self) -> None:
+        """
+        One send takes at most SEND_LIMIT, and the kernel less while the peer
+        does not read: the rest is queued, and a later send_now waits its turn.
+        """
         transport, far, _ = await self._connected()
-        far.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        big = bytes(range(256)) * 65536  # 16 MiB: more than the kernel holds for a peer not reading
+        big = bytes(range(256)) * 65536  # 16 MiB
         send_now(transport, big)
         self.assertIn(transport, reactor.getWriters())
         self.assertTrue(transport.dataBuffer or transport._tempDataLen)  # type: ignore[attr-defined]
@@ -108,9 +111,20 @@ class SendNow(TestCase):
         self.assertEqual(got, expected)
         self.assertNotIn(transport, reactor.getWriters())
 
-    async def test_a_peer_gone_ends_the_connection_as_usual(self) -> None:
-        """A failed send raises nothing; the reactor meets the error and ends the connection."""
+    async def test_an_aborted_connection_sends_nothing_more(self) -> None:
         transport, far, held = await self._connected()
+        transport.abortConnection()  # type: ignore[attr-defined]
+        send_now(transport, b"after the abort")
+        self.assertEqual(arrived(far, 0.2), b"")  # before the reactor turns and resets it
+        await held.lost
+
+    async def test_a_peer_gone_ends_the_connection_as_usual(self) -> None:
+        """
+        A failed send raises nothing; the reactor meets the error and ends the
+        connection (here by sending: the connection is not read).
+        """
+        transport, far, held = await self._connected()
+        transport.pauseProducing()  # type: ignore[attr-defined]
         far.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         far.close()  # a reset
         for _ in range(3):

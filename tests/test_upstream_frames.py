@@ -274,6 +274,24 @@ def test_whole_messages_go_out_byte_for_byte_as_autobahn_frames_them(sent: list[
     theirs.connectionLost()
 
 
+def test_held_messages_go_out_before_what_autobahn_writes_after_them() -> None:
+    """A POST's messages wait for flush, unless autobahn writes a frame (ping, close) first."""
+    socket, _, wrote = open_socket()
+    socket.send_whole(b"first", False)
+    assert wrote.value() == b""
+    socket.sendPing(b"p")
+    socket.send_whole(b"second", True)
+    socket.sendClose(1000)
+    socket.flush()
+    assert written(wrote.value()) == [
+        (0x1, b"first"),
+        (0x9, b"p"),
+        (0x2, b"second"),
+        (0x8, (1000).to_bytes(2, "big")),
+    ]
+    socket.connectionLost()
+
+
 def test_a_frame_begun_before_a_close_goes_to_autobahn_whole() -> None:
     """The start of a frame held back, then wsse closes: autobahn gets the frame from its first byte."""
     socket, _, _ = open_socket()

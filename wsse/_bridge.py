@@ -412,25 +412,28 @@ class Page:
         fresh = [frame for frame in frames if frame.seq >= self.state.expected_seq]
         opens = self._check(fresh)
         sent_to: set[PageSocket] = set()
-        for frame in fresh:
-            if self.ended:
-                break
-            self.state.accept(frame.seq)
-            if frame.kind == _protocol.FRAME_OPEN:
-                self._open(frame.socket, opens[frame.seq], request)
-                continue
-            socket = self.sockets.get(frame.socket)
-            if socket is None:
-                continue  # closed meanwhile: what a native socket would drop too
-            if frame.kind == _protocol.FRAME_CLOSE:
-                socket.close_from_page(*_protocol.parse_close(frame.payload))
-            elif frame.kind == _protocol.FRAME_ABORT:
-                socket.abort_from_page()
-            else:
-                socket.send(frame.payload, *_MESSAGE_KINDS[frame.kind])
-                sent_to.add(socket)
-        for socket in sent_to:
-            socket.flush()
+        try:
+            for frame in fresh:
+                if self.ended:
+                    break
+                self.state.accept(frame.seq)
+                if frame.kind == _protocol.FRAME_OPEN:
+                    self._open(frame.socket, opens[frame.seq], request)
+                    continue
+                socket = self.sockets.get(frame.socket)
+                if socket is None:
+                    continue  # closed meanwhile: what a native socket would drop too
+                if frame.kind == _protocol.FRAME_CLOSE:
+                    socket.close_from_page(*_protocol.parse_close(frame.payload))
+                elif frame.kind == _protocol.FRAME_ABORT:
+                    socket.abort_from_page()
+                else:
+                    socket.send(frame.payload, *_MESSAGE_KINDS[frame.kind])
+                    sent_to.add(socket)
+        finally:
+            # The app sockets hold a POST's messages until this.
+            for socket in sent_to:
+                socket.flush()
         if self.ended:
             return
         if fresh:
