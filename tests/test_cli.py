@@ -577,18 +577,3 @@ def test_demo_over_tls_serves_its_page_and_echoes_over_wss(
         _assert_clean_twistd_exit(status, output)
     line = _listening_line(output)
     assert f"ssl:{port}:" in line, line
-
-
-def test_log_times_are_twisted_s_though_worked_out_once_a_second() -> None:
-    """The cached formatter prints what formatTime prints, rounding into the next second too."""
-    from twisted.logger import formatTime
-
-    from wsse._cli import format_time
-
-    now = int(time.time())
-    instants: list[float | None] = [None, 0.0, -1.5, -1.9999999, -0.0000001]
-    for second in (now, now + 1, now - 86_400 * 180, 2_000_000_000):
-        for fraction in (0.0, 0.0000004, 0.5, 0.9999994, 0.9999995, 0.99999951, 0.9999999):
-            instants.append(second + fraction)
-    for when in [*instants, *reversed(instants)]:
-        assert format_time(when) == formatTime(when), when

@@ -8,44 +8,16 @@ to standard output at C{--log-level}, stopped by Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import io
-import math
 import sys
-from functools import lru_cache
 
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
-    LogEvent,
     LogLevelFilterPredicate,
-    formatEventAsClassicLogText,
-    formatTime,
     globalLogBeginner,
 )
 
 from wsse import _logging, tap
-
-
-def format_time(when: float | None) -> str:
-    """
-    Twisted's C{formatTime}, worked out once a second: the access log writes a
-    line per request, and building the time zone and date for each showed in
-    profiles.
-    """
-    if when is None:
-        return formatTime(when)
-    # The second that datetime.fromtimestamp shows: it rounds to the microsecond.
-    fraction, second = math.modf(when)
-    micro = round(fraction * 1e6)
-    return _format_second(int(second) + (micro >= 1_000_000) - (micro < 0))
-
-
-@lru_cache(maxsize=1)
-def _format_second(second: int) -> str:
-    return formatTime(second)
-
-
-def _format_event(event: LogEvent) -> str | None:
-    return formatEventAsClassicLogText(event, formatTime=format_time)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     globalLogBeginner.beginLoggingTo(
         [
             FilteringLogObserver(
-                FileLogObserver(sys.stdout, _format_event), [LogLevelFilterPredicate(level)]
+                FileLogObserver(sys.stdout, _logging.format_event), [LogLevelFilterPredicate(level)]
             )
         ],
         redirectStandardIO=False,

@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 from typing import IO, Any, cast
 
-from twisted.logger import FileLogObserver, ILogObserver, formatEventAsClassicLogText
+from twisted.logger import FileLogObserver, ILogObserver
+
+from wsse._logging import format_event
 
 
 class ReopeningFile:
@@ -45,4 +47,4 @@ class ReopeningFile:
 def observer() -> ILogObserver:
     """The factory for twistd's C{--logger}: text lines appended to C{$WSSE_LOGFILE}."""
     path = os.environ.get("WSSE_LOGFILE", "wsse.log")
-    return FileLogObserver(cast(IO[Any], ReopeningFile(path)), formatEventAsClassicLogText)
+    return FileLogObserver(cast(IO[Any], ReopeningFile(path)), format_event)

@@ -1,0 +1,121 @@
+"""
+wsse's log lines: the same text as twistd's classic format, written faster.
+
+Every case is checked against Twisted's own C{formatEventAsClassicLogText}
+(with the same time formatter), so a difference in any field, the system,
+line breaks or an event Twisted cannot format shows as a failure.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.logger import LogLevel, formatEventAsClassicLogText, formatTime
+from twisted.python.failure import Failure
+
+from wsse._logging import format_event, format_time
+
+_WHEN = 1_790_000_000.25
+
+
+def _event(log_format: object, **fields: object) -> dict[str, object]:
+    event: dict[str, object] = {
+        "log_format": log_format,
+        "log_level": LogLevel.info,
+        "log_namespace": "wsse._site",
+        "log_time": _WHEN,
+    }
+    event.update(fields)
+    return event
+
+
+def _twisted(event: dict[str, object]) -> str | None:
+    return formatEventAsClassicLogText(event, formatTime=format_time)
+
+
+class _Named:
+    name = "inner"
+
+    def __repr__(self) -> str:
+        return "<Named>"
+
+    def __format__(self, spec: str) -> str:
+        return f"named:{spec}"
+
+    def shout(self) -> str:
+        return "LOUD"
+
+
+def _failure() -> Failure:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        return Failure()
+
+
+def _raising_system() -> object:
+    class Bad:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    return Bad()
+
+
+EVENTS = [
+    # The access log's own line.
+    _event(
+        '{client} "{method} {uri} {protocol}" {code} {length}',
+        client="127.0.0.1",
+        method="GET",
+        uri="/a?b=c",
+        protocol="HTTP/1.1",
+        code=200,
+        length=88,
+    ),
+    _event("{why!r} and {n:>6} and {x:.2f} and {{braces}}", why="it's", n=7, x=1.23456),
+    _event("{obj.name} {obj!r} {obj:spec}", obj=_Named()),
+    _event("{items[1]} {mapping[key]}", items=[1, 2], mapping={"key": "v"}),
+    _event("{obj.shout()}", obj=_Named()),  # a call: Twisted's own syntax
+    _event("two\nlines {x}", x="and\nthree"),
+    _event("{missing}"),  # Twisted says it cannot format it
+    _event("{x:d}", x="not a number"),
+    _event("", x=1),  # nothing to write
+    _event(None),
+    _event(b"bytes {x}", x=1),
+    _event("failed: {why}", why="it broke", log_failure=_failure()),
+    _event("{x}", x=1, log_system="custom-system"),
+    _event("{x}", x=1, log_system=_raising_system()),
+    _event("{x}", x=1, log_level=None),
+    _event("{x}", x=1, log_namespace=None),
+    _event("{x}", x=1, log_time=None),
+    {"log_format": "{x}", "x": 1},  # no level, namespace or time
+    _event("{x}", x=1, log_flattened={"x!:": "flat"}),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=range(len(EVENTS)))
+def test_each_event_is_written_as_twistd_writes_it(event: dict[str, object]) -> None:
+    assert format_event(dict(event)) == _twisted(dict(event))
+
+
+@given(
+    st.text(alphabet=st.sampled_from(list("ab{}!:.[]()0x\n "))),
+    st.dictionaries(st.sampled_from(["a", "b", "x"]), st.integers() | st.text(max_size=5)),
+)
+def test_any_format_and_fields_give_twisted_s_text(form: str, fields: dict[str, object]) -> None:
+    event = _event(form, **fields)
+    assert format_event(dict(event)) == _twisted(dict(event))
+
+
+def test_log_times_are_twisted_s_though_worked_out_once_a_second() -> None:
+    """The cached formatter prints what formatTime prints, rounding into the next second too."""
+    now = int(time.time())
+    instants: list[float | None] = [None, 0.0, -1.5, -1.9999999, -0.0000001]
+    for second in (now, now + 1, now - 86_400 * 180, 2_000_000_000):
+        for fraction in (0.0, 0.0000004, 0.5, 0.9999994, 0.9999995, 0.99999951, 0.9999999):
+            instants.append(second + fraction)
+    for when in [*instants, *reversed(instants)]:
+        assert format_time(when) == formatTime(when), when
