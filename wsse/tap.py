@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
-from wsse import _demo, _logging, _socketpaths
+from wsse import _allocator, _demo, _logging, _socketpaths
 from wsse._crosssite import origin_of
 from wsse._resource import WSSEResource
 from wsse._settings import HostHeader, Settings, parse_networks
@@ -411,6 +411,7 @@ def makeService(options: Options, reactor: IReactorTime | None = None) -> IServi
 
         reactor = default_reactor
     _logging.set_level(options["log-level"])
+    _allocator.keep_big_buffers()
     target = options["target"]
     demo_listen = None
     if options["demo"]:
