@@ -67,20 +67,32 @@ def format_event(event: LogEvent) -> str | None:
 
     Twisted fills them in through C{string.Formatter}, in Python, so that a
     field may call what it names (C{"{f()}"}); the access log's line per
-    request made that 8% of the CPU wsse spent on a small request.  An
-    event whose format may call, carries a traceback or fails to format here
-    goes to Twisted's own formatter, which says what went wrong.
+    request made that 8% of the CPU wsse spent on a small request.  An event
+    whose format may call, or reads a private attribute (which Twisted reads
+    from its own wrapper of the field), carries a traceback, or fails to
+    format here goes to Twisted's own formatter, which says what went wrong
+    (a field whose formatting fails is then formatted twice).
     """
     form = event.get("log_format")
-    if type(form) is not str or "()" in form or "log_failure" in event or "log_flattened" in event:
+    if (
+        type(form) is not str
+        or "()" in form
+        or "._" in form
+        or "log_failure" in event
+        or "log_flattened" in event
+    ):
         return formatEventAsClassicLogText(event, formatTime=format_time)
     try:
         text = form.format_map(event)
+        if not text:
+            return None
         system = event.get("log_system")
         if system is None:
             level = event.get("log_level")
             system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+        else:
+            system = str(system)
         line = f"{format_time(event.get('log_time'))} [{system}] {text}"
-    except Exception:
+    except BaseException:  # as Twisted's formatter catches
         return formatEventAsClassicLogText(event, formatTime=format_time)
-    return line.replace("\n", "\n\t") + "\n" if text else None
+    return line.replace("\n", "\n\t") + "\n"
