@@ -56,6 +56,14 @@ def _failure() -> Failure:
         return Failure()
 
 
+class _Interrupting:
+    def __format__(self, spec: str) -> str:
+        raise KeyboardInterrupt
+
+    def __repr__(self) -> str:
+        return "<Interrupting>"
+
+
 class _System:
     def __str__(self) -> str:
         return "str-form"
@@ -111,6 +119,15 @@ EVENTS = [
 @pytest.mark.parametrize("event", EVENTS, ids=range(len(EVENTS)))
 def test_each_event_is_written_as_twistd_writes_it(event: dict[str, object]) -> None:
     assert format_event(dict(event)) == _twisted(dict(event))
+
+
+def test_a_field_that_raises_even_an_interrupt_is_reported_as_twisted_reports_it() -> None:
+    event = _event("{x}", x=_Interrupting())
+    try:
+        line = format_event(dict(event))
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped; Twisted's formatter catches it")
+    assert line == _twisted(dict(event))
 
 
 @settings(deadline=None)
