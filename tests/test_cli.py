@@ -261,6 +261,22 @@ def test_python_m_wsse_log_level_warning_hides_access_lines(app: int, tmp_path: 
     assert "Traceback" not in output, output
 
 
+def test_twistd_wsse_log_level_warning_hides_access_lines(app: int, tmp_path: Path) -> None:
+    """twistd's own observer takes everything: wsse filters its events where they start."""
+    port = free_port()
+    log = tmp_path / "wsse.log"
+    command = [
+        TWISTD, "-n", "--pidfile=", "wsse", "--target-port", str(app),
+        "--listen", f"tcp:{port}:interface=127.0.0.1", "--log-level", "warning",
+    ]  # fmt: skip
+    with running(command, port, log=log) as process:
+        _assert_served_with_shim(port)
+        status = _stop(process)
+    output = log.read_text()
+    _assert_clean_twistd_exit(status, output)
+    assert "GET /" not in output, output
+
+
 def test_twistd_pidfile_is_written_and_removed(app: int, tmp_path: Path) -> None:
     port = free_port()
     pidfile = tmp_path / "w.pid"

@@ -13,9 +13,16 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.logger import LogLevel, formatEventAsClassicLogText, formatTime
+from twisted.logger import (
+    Logger,
+    LogLevel,
+    formatEventAsClassicLogText,
+    formatTime,
+    globalLogPublisher,
+)
 from twisted.python.failure import Failure
 
+from wsse import _logging
 from wsse._logging import format_event, format_time
 
 _WHEN = 1_790_000_000.25
@@ -149,3 +156,36 @@ def test_log_times_are_twisted_s_though_worked_out_once_a_second() -> None:
             instants.append(second + fraction)
     for when in [*instants, *reversed(instants)]:
         assert format_time(when) == formatTime(when), when
+
+
+@pytest.mark.parametrize(
+    ("level", "shown"),
+    [
+        ("warning", ["warn", "error"]),
+        ("info", ["info", "warn", "error"]),
+        ("debug", ["debug", "info", "warn", "error"]),
+        ("error", ["error"]),
+    ],
+)
+def test_log_level_filters_wsse_s_events_at_their_source(level: str, shown: list[str]) -> None:
+    """What twistd relies on: it gives the plugin no hook on its own observer."""
+    seen: list[str] = []
+
+    def observe(event: dict[str, object]) -> None:
+        if event.get("log_namespace") == "wsse.test":
+            seen.append(event["log_level"].name)  # type: ignore[attr-defined]
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        _logging.set_level(level)
+        log = Logger(namespace="wsse.test", observer=_logging.observer)
+        for name in ("debug", "info", "warn", "error"):
+            getattr(log, name)("an event")
+        assert seen == shown
+        assert [
+            name for name in ("debug", "info", "warn", "error")
+            if _logging.enabled(LogLevel.lookupByName(name), "wsse.test")
+        ] == shown  # fmt: skip
+    finally:
+        _logging.set_level("info")
+        globalLogPublisher.removeObserver(observe)

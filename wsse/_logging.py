@@ -38,7 +38,14 @@ observer = FilteringLogObserver(globalLogPublisher, [predicate])
 
 
 def set_level(name: str) -> None:
-    predicate.defaultLogLevel = LEVELS[name.lower()]
+    # The predicate reads the level it was made with from its table, not
+    # from defaultLogLevel.
+    predicate.setLogLevelForNamespace("", LEVELS[name.lower()])
+
+
+def enabled(level: LogLevel, namespace: str) -> bool:
+    """Whether an event of C{level} in C{namespace} passes C{--log-level}."""
+    return level >= predicate.logLevelForNamespace(namespace)
 
 
 def format_time(when: float | None) -> str:
