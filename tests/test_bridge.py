@@ -11,10 +11,11 @@ import struct
 from typing import Any
 
 from twisted.internet import defer, reactor, task
+from twisted.logger import globalLogPublisher
 
 from tests.support.harness import ProxyTestCase
 from tests.support.pageclient import PageClient
-from wsse import _protocol
+from wsse import _logging, _protocol
 
 TEXT, BINARY, CLOSE = _protocol.FRAME_TEXT, _protocol.FRAME_BINARY, _protocol.FRAME_CLOSE
 
@@ -629,3 +630,76 @@ class FlowControl(BridgeTestCase):
         self.assertFalse(server_page.paused)
         await page.post([(TEXT, 1, b"flowing")])
         self.assertEqual((await page.next_for(1)).data["d"], "flowing")
+
+
+def access_events(case: BridgeTestCase) -> list[dict[str, Any]]:
+    """The access-log events from now to the end of C{case}."""
+    events: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "wsse.access":
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    case.addCleanup(globalLogPublisher.removeObserver, observe)
+    return events
+
+
+def access_lines(events: list[dict[str, Any]], method: str) -> list[tuple[str, int, str]]:
+    return [
+        (e["log_level"].name, e["code"], e["uri"].split("?")[0])
+        for e in events
+        if e["method"] == method
+    ]
+
+
+def debug_on(case: BridgeTestCase) -> None:
+    _logging.set_level("debug")
+    case.addCleanup(_logging.set_level, "info")
+
+
+class AccessLog(BridgeTestCase):
+    """The fallback's own requests are logged at debug; the rest, and its refusals, at info."""
+
+    async def test_sends_answered_are_debug_lines_and_refused_ones_info(self) -> None:
+        debug_on(self)
+        events = access_events(self)
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        self.assertEqual(await page.post([(TEXT, 1, b"x")]), 204)
+        self.assertEqual(await page.post([(TEXT, 1, b"x")], seq=page.seq + 5), 409)
+        sends = access_lines(events, "POST")
+        self.assertEqual(len(sends), 3)  # the open, the message, the gap
+        self.assertEqual(
+            sends, [("debug", 204, "/__wsse/send")] * 2 + [("info", 409, "/__wsse/send")]
+        )
+
+    async def test_with_debug_off_routine_lines_are_left_out_and_the_rest_are_info(self) -> None:
+        events = access_events(self)
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        self.assertEqual(await page.post([(TEXT, 1, b"x")]), 204)
+        # A gap ends the page: its stream is answered in full, and its next send is gone.
+        self.assertEqual(await page.post([(TEXT, 1, b"x")], seq=page.seq + 5), 409)
+        self.assertEqual(await page.post([(TEXT, 1, b"y")]), 410)
+        self.assertEqual(
+            access_lines(events, "POST"),
+            [("info", 409, "/__wsse/send"), ("info", 410, "/__wsse/send")],
+        )
+        self.assertEqual(access_lines(events, "GET"), [("info", 200, "/__wsse/events")])
+        self.assertEqual(len(events), 3)
+
+
+class AccessLogByPoll(BridgeTestCase):
+    polling = True
+
+    async def test_polls_are_debug_lines(self) -> None:
+        debug_on(self)
+        events = access_events(self)
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        await page.post([(TEXT, 1, b"polled")])
+        self.assertEqual((await page.next_for(1)).data["d"], "polled")
+        polls = access_lines(events, "GET")
+        self.assertTrue(polls, events)
+        self.assertEqual(set(polls), {("debug", 200, "/__wsse/poll")})

@@ -215,6 +215,7 @@ class _Events(Resource):
             return _plain(request, _protocol.SESSION_GONE, b"the session could not resume\n")
         stream: EventStream | EventPoll
         if self._poll:
+            _logging.routine(request)
             stream = EventPoll(request, bridge.clock, bridge.settings.heartbeat, page.stream_lost)
         else:
             stream = EventStream(
@@ -536,6 +537,7 @@ class Page:
 
 
 def _answer(request: Request) -> None:
+    _logging.routine(request)
     request.setResponseCode(204)
     request.finish()
 

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, ITCPTransport
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import IResource
@@ -24,7 +24,8 @@ from wsse._request_body import StreamingRequest
 from wsse._socketio import widen
 from wsse._wsrelay import is_websocket_upgrade
 
-_log = Logger(namespace="wsse.access", observer=_logging.observer)
+_ACCESS = "wsse.access"
+_log = Logger(namespace=_ACCESS, observer=_logging.observer)
 
 # Idle keep-alive connections from browsers and gateways close after this many
 # seconds, nginx's keepalive_timeout; a request in progress (an event stream) is
@@ -194,7 +195,11 @@ class WSSESite(Site):
             transport.abortConnection()
 
     def log(self, request: http.Request) -> None:
-        _log.info(
+        level = _logging.access_level(request)
+        if level is not LogLevel.info and not _logging.enabled(level, _ACCESS):
+            return  # a routine line (the fallback's own traffic) nobody reads: not even built
+        _log.emit(
+            level,
             '{client} "{method} {uri} {protocol}" {code} {length}',
             client=getattr(request.getClientAddress(), "host", "-"),
             method=request.method.decode("latin-1"),
