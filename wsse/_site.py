@@ -41,7 +41,6 @@ class _Channel(http.HTTPChannel):
     that logs why Twisted answers any other request 400 itself.
     """
 
-    _head_size = 0
     _refused = False
     _host: IAddress | None = None
     # Why twisted.web refuses the request in hand, for the 400's log line.
@@ -63,17 +62,6 @@ class _Channel(http.HTTPChannel):
         if not self._refused:
             super().dataReceived(data)
 
-    def lineReceived(self, line: bytes) -> None:
-        self._head_size += len(line)
-        if self._head_size > self.totalHeadersSize:
-            self._head_too_large()
-            return
-        super().lineReceived(line)
-
-    def allHeadersReceived(self) -> None:
-        self._head_size = 0
-        super().allHeadersReceived()
-
     def lineLengthExceeded(self, line: bytes) -> None:
         self._head_too_large()
 
@@ -87,6 +75,11 @@ class _Channel(http.HTTPChannel):
     def _respondToBadRequestAndDisconnect(self) -> None:
         # Every 400 twisted.web answers by itself comes through here; the
         # line names the reason, never the request's content.
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            # twisted.web counts the head's lines as they come (so wsse need
+            # not, on every request) and refuses one too long here.
+            self._head_too_large()
+            return
         _log.warn("{client}: bad request (400): {why}", client=self._peer(), why=self._malformed)
         super()._respondToBadRequestAndDisconnect()
 
