@@ -6,7 +6,10 @@ write, and when (L{wsse._eventstream}).
 from __future__ import annotations
 
 from twisted.internet import task
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.test.requesthelper import DummyRequest
 
 from wsse import _protocol
@@ -16,6 +19,7 @@ from wsse._eventstream import EventPoll, EventStream
 def stream() -> tuple[EventStream, DummyRequest, task.Clock]:
     request, clock = DummyRequest([b""]), task.Clock()
     request.transport = StringTransport()
+    request.chunked = False  # (a real request's is set as its headers go: see the last test)
     # (DummyRequest would pull from the producer until it unregisters: this one pushes.)
     request.registerProducer = lambda producer, streaming: None
     events = EventStream(
@@ -77,3 +81,53 @@ def test_a_poll_holding_only_a_sent_event_waits_for_the_next_or_the_delay() -> N
     assert not request.finished
     clock.advance(_protocol.SENT_DELAY * 0.02)
     assert request.finished and request.written == [b"sent"]
+
+
+class _Streams(Resource):
+    isLeaf = True
+
+    def __init__(self, clock: task.Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.streams: list[tuple[EventStream, Request]] = []
+
+    def render_GET(self, request: Request) -> int:
+        events = EventStream(
+            request, self.clock, heartbeat=15, pace=lambda slow: None, lost=lambda stream: None
+        )
+        self.streams.append((events, request))
+        return NOT_DONE_YET
+
+
+def _dechunk(body: bytes) -> list[bytes]:
+    chunks = []
+    while True:
+        size, _, body = body.partition(b"\r\n")
+        length = int(size, 16)
+        chunks.append(body[:length])
+        assert body[length : length + 2] == b"\r\n"
+        body = body[length + 2 :]
+        if length == 0:
+            assert body == b""
+            return chunks
+
+
+def test_an_http_1_1_stream_is_sent_in_chunks_and_counted_for_the_access_log() -> None:
+    """Events skip Request.write on HTTP/1.1: the framing and the count are wsse's own."""
+    clock = task.Clock()
+    resource = _Streams(clock)
+    protocol = Site(resource, timeout=None).buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"GET /events HTTP/1.1\r\nHost: example\r\n\r\n")
+    [(events, request)] = resource.streams
+    events.send(b"one")
+    events.send(b"two")
+    clock.advance(0)
+    events.send(b"three")
+    clock.advance(0)
+    events.close()
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert _dechunk(body) == [_protocol.PREAMBLE, b"onetwo", b"three", b""]
+    assert request.sentLength == len(_protocol.PREAMBLE) + len(b"onetwothree")
