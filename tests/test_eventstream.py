@@ -90,10 +90,11 @@ class _Streams(Resource):
         super().__init__()
         self.clock = clock
         self.streams: list[tuple[EventStream, Request]] = []
+        self.lost: list[object] = []
 
     def render_GET(self, request: Request) -> int:
         events = EventStream(
-            request, self.clock, heartbeat=15, pace=lambda slow: None, lost=lambda stream: None
+            request, self.clock, heartbeat=15, pace=lambda slow: None, lost=self.lost.append
         )
         self.streams.append((events, request))
         return NOT_DONE_YET
@@ -112,8 +113,8 @@ def _dechunk(body: bytes) -> list[bytes]:
             return chunks
 
 
-def test_an_http_1_1_stream_is_sent_in_chunks_and_counted_for_the_access_log() -> None:
-    """Events skip Request.write on HTTP/1.1: the framing and the count are wsse's own."""
+def _served_stream() -> tuple[EventStream, Request, StringTransport, task.Clock, list[object]]:
+    """An event stream on a real twisted.web request, over a fake connection."""
     clock = task.Clock()
     resource = _Streams(clock)
     protocol = Site(resource, timeout=None).buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
@@ -121,13 +122,47 @@ def test_an_http_1_1_stream_is_sent_in_chunks_and_counted_for_the_access_log() -
     protocol.makeConnection(transport)
     protocol.dataReceived(b"GET /events HTTP/1.1\r\nHost: example\r\n\r\n")
     [(events, request)] = resource.streams
+    return events, request, transport, clock, resource.lost
+
+
+def test_an_http_1_1_stream_is_sent_in_chunks_and_counted_for_the_access_log() -> None:
+    """Events skip Request.write on HTTP/1.1: the framing and the count are wsse's own."""
+    events, request, transport, clock, _ = _served_stream()
+
+    def not_this_way(data: bytes) -> None:
+        raise AssertionError("an event went through Request.write")
+
+    request.write = not_this_way  # type: ignore[method-assign]
     events.send(b"one")
     events.send(b"two")
     clock.advance(0)
     events.send(b"three")
     clock.advance(0)
+    del request.write  # close() ends the response through it
     events.close()
     head, _, body = transport.value().partition(b"\r\n\r\n")
     assert b"Transfer-Encoding: chunked" in head
     assert _dechunk(body) == [_protocol.PREAMBLE, b"onetwo", b"three", b""]
     assert request.sentLength == len(_protocol.PREAMBLE) + len(b"onetwothree")
+
+
+def test_a_stream_a_wrapper_encodes_goes_through_request_write() -> None:
+    """(Twisted's gzip wrapper encodes in Request.write: skipping it would send plain chunks.)"""
+    events, request, transport, clock, _ = _served_stream()
+    written: list[bytes] = []
+    request._encoder = object()  # type: ignore[assignment]
+    request.write = written.append  # type: ignore[method-assign]
+    events.send(b"one")
+    clock.advance(0)
+    assert written == [b"one"]
+
+
+def test_a_stream_answered_otherwise_than_by_close_stops_and_reports_itself_lost() -> None:
+    """As twisted.web answers a render that failed after the stream began (500)."""
+    events, request, transport, clock, lost = _served_stream()
+    request.finish()
+    assert lost == [events]
+    sent = transport.value()
+    events.send(b"late")
+    clock.advance(20)  # past a heartbeat
+    assert transport.value() == sent

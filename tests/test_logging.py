@@ -176,6 +176,7 @@ def test_log_level_filters_wsse_s_events_at_their_source(level: str, shown: list
             seen.append(event["log_level"].name)  # type: ignore[attr-defined]
 
     globalLogPublisher.addObserver(observe)
+    before = _logging.predicate.logLevelForNamespace("")
     try:
         _logging.set_level(level)
         log = Logger(namespace="wsse.test", observer=_logging.observer)
@@ -187,5 +188,5 @@ def test_log_level_filters_wsse_s_events_at_their_source(level: str, shown: list
             if _logging.enabled(LogLevel.lookupByName(name), "wsse.test")
         ] == shown  # fmt: skip
     finally:
-        _logging.set_level("info")
+        _logging.set_level(before.name)
         globalLogPublisher.removeObserver(observe)

@@ -46,3 +46,32 @@ def test_each_request_on_a_connection_gets_its_address_without_asking_the_socket
     assert transport.value().count(b"HTTP/1.1 200 OK") == 3
     assert resource.seen == [IPv4Address("TCP", "127.0.0.1", 8081)] * 3
     assert transport.host_asked == 1
+
+
+def _served(resource: Resource) -> tuple[object, StringTransport]:
+    protocol = make_site(resource, timeout=None).buildProtocol(
+        IPv4Address("TCP", "127.0.0.1", 50000)
+    )
+    transport = _CountingTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def test_the_head_limit_counts_each_request_s_head_alone() -> None:
+    """Two heads of 10 KiB on one connection: together over 16 KiB, each under."""
+    protocol, transport = _served(_Hosts())
+    head = b"GET / HTTP/1.1\r\nHost: example\r\n" + b"X-Pad: " + b"a" * 10_000 + b"\r\n\r\n"
+    protocol.dataReceived(head)  # type: ignore[attr-defined]
+    protocol.dataReceived(head)  # type: ignore[attr-defined]
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 2
+    assert not transport.disconnecting
+
+
+def test_a_head_over_the_limit_by_continuation_lines_is_answered_431() -> None:
+    protocol, transport = _served(_Hosts())
+    folded = b"".join(b" " + b"a" * 1000 + b"\r\n" for _ in range(17))
+    protocol.dataReceived(  # type: ignore[attr-defined]
+        b"GET / HTTP/1.1\r\nHost: example\r\nX-Folded: start\r\n" + folded + b"\r\n"
+    )
+    assert transport.value().startswith(b"HTTP/1.1 431 ")
+    assert transport.disconnecting

@@ -199,6 +199,10 @@ class _Events(Resource):
             page = bridge.new_page(request)
             last_id = 0
         else:
+            if self._poll:
+                # A page's polls go on while it lives; its first (which starts
+                # the session) gets an info line, as an event stream does.
+                _logging.routine(request)
             found = bridge.page_for(request)
             if isinstance(found, bytes):
                 return found
@@ -215,7 +219,6 @@ class _Events(Resource):
             return _plain(request, _protocol.SESSION_GONE, b"the session could not resume\n")
         stream: EventStream | EventPoll
         if self._poll:
-            _logging.routine(request)
             stream = EventPoll(request, bridge.clock, bridge.settings.heartbeat, page.stream_lost)
         else:
             stream = EventStream(

@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
@@ -88,11 +87,12 @@ class EventStream:
         if self.open and self._pending:
             data, self._pending = b"".join(self._pending), []
             request, transport = self._request, self._request.transport
-            if request.chunked and transport is not None:
-                # An HTTP/1.1 stream (its headers long sent): the chunk goes
-                # straight to the socket when nothing waits there, where
-                # Request.write would queue it for the reactor and flush_now
-                # send it, each telling the poller (4% of a round trip).
+            if request.chunked and request._encoder is None and transport is not None:
+                # An HTTP/1.1 stream (its headers long sent) that no wrapper
+                # encodes (gzip): the chunk goes straight to the socket when
+                # nothing waits there, where Request.write would queue it for
+                # the reactor and flush_now send it, each telling the poller
+                # (4% of a round trip).
                 request.sentLength += len(data)
                 send_now(transport, b"%x\r\n%b\r\n" % (len(data), data))
             else:
@@ -123,7 +123,9 @@ class EventStream:
         self._pending = []
 
     def _finished(self, result: object) -> None:
-        if isinstance(result, Failure) and self.open:
+        # Lost with its connection, or answered by something other than
+        # close() (twisted.web's 500 for a render that failed): over either way.
+        if self.open:
             self._stop()
             self._lost(self)
 

@@ -39,8 +39,10 @@ observer = FilteringLogObserver(globalLogPublisher, [predicate])
 
 def set_level(name: str) -> None:
     # The predicate reads the level it was made with from its table, not
-    # from defaultLogLevel.
-    predicate.setLogLevelForNamespace("", LEVELS[name.lower()])
+    # from defaultLogLevel (which clearLogLevels would go back to).
+    level = LEVELS[name.lower()]
+    predicate.defaultLogLevel = level
+    predicate.setLogLevelForNamespace("", level)
 
 
 def enabled(level: LogLevel, namespace: str) -> bool:
@@ -65,7 +67,9 @@ def routine(request: object) -> None:
 
 
 def access_level(request: object) -> LogLevel:
-    """The level of C{request}'s access line: info unless L{routine}."""
+    """The level of C{request}'s access line: info unless L{routine} and answered 2xx."""
+    if getattr(request, "code", 200) >= 300:
+        return LogLevel.info  # a routine request that failed is worth a line
     level: LogLevel = getattr(request, _ACCESS_LEVEL, LogLevel.info)
     return level
 
