@@ -711,3 +711,18 @@ class AccessLogByPoll(BridgeTestCase):
         self.assertEqual((await page.next_for(1)).data["d"], "polled")
         self.assertGreater(page.polls, 1)
         self.assertEqual(access_lines(events, "GET"), [("info", 200, "/__wsse/poll")])
+
+
+class Methods(BridgeTestCase):
+    async def test_head_is_refused_and_the_page_carries_on(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        for endpoint, allowed in (("events", b"GET"), ("send", b"POST")):
+            response = await page.http.request(
+                "HEAD", page.base + endpoint, headers=page.credentials()
+            )
+            await response.content()
+            self.assertEqual(response.code, 405, endpoint)
+            self.assertEqual(response.headers.getRawHeaders(b"allow"), [allowed])
+        await page.post([(TEXT, 1, b"still streamed")])
+        self.assertEqual((await page.next_for(1)).data["d"], "still streamed")

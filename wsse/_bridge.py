@@ -97,6 +97,15 @@ def _plain(request: Request, code: int, message: bytes) -> bytes:
     return message
 
 
+def _not_head(request: Request, allowed: bytes) -> bytes:
+    """
+    405 to HEAD, which twisted.web answers with render_GET, and again when
+    refused by an UnsupportedMethod that names GET.
+    """
+    request.setHeader(b"allow", allowed)
+    return _plain(request, 405, b"")
+
+
 class Bridge(Resource):
     """C{<mount>/__wsse/}: the event stream and the POST channel of every page session."""
 
@@ -231,6 +240,11 @@ class _Events(Resource):
         page.attach(stream, last_id)
         return NOT_DONE_YET
 
+    def render_HEAD(self, request: Request) -> bytes:
+        # A bodiless stream in place of the page's own, or the page ended
+        # for a resume it cannot make.
+        return _not_head(request, b"GET")
+
 
 class _Send(Resource):
     isLeaf = True
@@ -275,6 +289,9 @@ class _Send(Resource):
         # in flight, so a slow app holds it back.
         page.when_drained(request)
         return NOT_DONE_YET
+
+    def render_HEAD(self, request: Request) -> bytes:
+        return _not_head(request, b"POST")  # (a render_GET this has not: a 500)
 
 
 class Page:
