@@ -245,6 +245,27 @@ def test_multi_member_gzip_is_decoded_whole() -> None:
     assert gzip.decompress(_rewrite(b"gzip", body)) == EXPECTED
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_multi_member_gzip_is_decoded_whole_whatever_the_reads(chunk: int) -> None:
+    body = gzip.compress(DOCUMENT[:100]) + gzip.compress(DOCUMENT[100:])
+    assert gzip.decompress(_rewrite(b"gzip", body, chunk)) == EXPECTED
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+@pytest.mark.parametrize("trailer", [b"\n", b"\0" * 8, b"\x1f", b"\x1fX and more"])
+def test_bytes_after_the_last_gzip_member_are_ignored_as_browsers_do(
+    trailer: bytes, chunk: int
+) -> None:
+    assert gzip.decompress(_rewrite(b"gzip", gzip.compress(DOCUMENT) + trailer, chunk)) == EXPECTED
+
+
+@pytest.mark.parametrize("encoding", [None, b"gzip", b"deflate", b"br"])
+def test_an_empty_body_stays_empty_even_when_it_says_it_is_compressed(
+    encoding: bytes | None,
+) -> None:
+    assert _rewrite(encoding, b"") == b""
+
+
 def test_each_chunk_is_flushed_so_a_streamed_page_renders_as_it_arrives() -> None:
     codec = codec_for([b"gzip"])
     rewriter = PageRewriter(HTMLInjector(MARK, known_document=True), codec)
@@ -355,6 +376,64 @@ def test_a_revalidated_page_keeps_the_weak_etag_of_its_rewritten_copy() -> None:
     assert headers.getRawHeaders(b"vary") == [b"Sec-Fetch-Dest"]
 
 
+@pytest.mark.parametrize(
+    "request_headers,weakened",
+    [
+        ({b"sec-fetch-dest": b"document"}, True),
+        ({b"sec-fetch-dest": b"image"}, False),
+        # No Fetch Metadata (a plain-http host): the copy's own validator tells.
+        ({b"if-none-match": b'W/"v1"'}, True),
+        ({b"if-none-match": b'"v1"', b"accept": b"image/avif,image/webp,*/*"}, False),
+        ({b"if-none-match": b'"v1"', b"accept": b"text/html,*/*;q=0.8"}, False),
+        # Revalidated by date alone: what the browser asked for.
+        ({b"accept": b"text/html,application/xhtml+xml,*/*;q=0.8"}, True),
+        ({b"accept": b"video/*,*/*"}, False),
+    ],
+)
+def test_a_revalidation_weakens_the_etag_only_of_what_may_be_a_rewritten_copy(
+    request_headers: dict[bytes, bytes], weakened: bool
+) -> None:
+    # A 304 has no Content-Type: an image's or a video's (whose ranges a
+    # strong ETag lets the browser resume) must keep its ETag as it is.
+    _, headers = _plan(request_headers, {b"etag": [b'"v1"']}, code=304)
+    assert headers.getRawHeaders(b"etag") == [b'W/"v1"' if weakened else b'"v1"']
+    assert headers.hasHeader(b"vary") is weakened
+
+
+def test_a_rewritten_page_drops_the_digests_of_the_apps_bytes() -> None:
+    digests = {
+        b"content-md5": [b"Q2hlY2sgSW50ZWdyaXR5IQ=="],
+        b"digest": [b"sha-256=X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE="],
+        b"content-digest": [b"sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"],
+        b"repr-digest": [b"sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"],
+    }
+    rewriter, headers = _plan({b"sec-fetch-dest": b"document"}, {**HTML, **digests})
+    assert rewriter is not None
+    assert [name for name in digests if headers.hasHeader(name)] == []
+    # Passed through untouched, they stay.
+    _, kept = _plan({b"sec-fetch-dest": b"empty"}, {**HTML, **digests})
+    assert [name for name in digests if kept.hasHeader(name)] == list(digests)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"text/html; charset=utf-8",
+        b'text/html; charset="windows-1251"',
+        b"text/html; foo=utf-16; charset=iso-8859-1",
+        b"text/html;charset=UTF-8",
+    ],
+)
+def test_ascii_compatible_pages_are_rewritten(content_type: bytes) -> None:
+    rewriter, _ = _plan({}, {b"content-type": [content_type]})
+    assert rewriter is not None
+
+
+def test_a_page_shown_inline_is_rewritten() -> None:
+    rewriter, _ = _plan({}, {**HTML, b"content-disposition": [b'inline; filename="r.html"']})
+    assert rewriter is not None
+
+
 def test_a_rewritten_page_offers_no_ranges() -> None:
     _, headers = _plan({}, {**HTML, b"accept-ranges": [b"bytes"]})
     assert not headers.hasHeader(b"accept-ranges")
@@ -372,9 +451,33 @@ def test_a_weak_etag_stays_as_it_was() -> None:
         ({}, {b"content-type": [b"application/json"]}, b"GET", 200),
         ({}, {b"content-type": [b"application/xhtml+xml"]}, b"GET", 200),
         ({}, {b"content-type": [b"text/html; charset=utf-16"]}, b"GET", 200),
+        # Every label browsers decode as UTF-16 (WHATWG), quoted or not.
+        *(
+            ({}, {b"content-type": [b"text/html; charset=" + label]}, b"GET", 200)
+            for label in (
+                b"unicode",
+                b"UCS-2",
+                b"iso-10646-ucs-2",
+                b"csunicode",
+                b"unicodefeff",
+                b'"unicodeFFFE"',
+                b"utf-16le",
+                b"utf-16be",
+                b"utf-32",
+            )
+        ),
+        # A download: saved as the app made it.
+        (
+            {b"sec-fetch-dest": b"document"},
+            {**HTML, b"content-disposition": [b'attachment; filename="notebook.html"']},
+            b"GET",
+            200,
+        ),
+        ({}, {**HTML, b"content-disposition": [b"Attachment"]}, b"GET", 200),
         ({}, {**HTML, b"content-encoding": [b"zstd"]}, b"GET", 200),
         ({}, HTML, b"HEAD", 200),
         ({}, HTML, b"GET", 204),
+        ({}, HTML, b"POST", 205),
         ({}, HTML, b"GET", 206),
         ({}, HTML, b"GET", 304),
         ({}, {}, b"GET", 200),

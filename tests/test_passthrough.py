@@ -545,6 +545,23 @@ class Injection(ProxyTestCase):
         self.assertEqual(response.body, b"\x28\xb5\x2f\xfdopaque")
         self.assertEqual(response.header(b"content-encoding"), [b"zstd"])
 
+    async def test_a_redirect_with_an_empty_compressed_body_arrives(self) -> None:
+        def redirect(request: Request) -> bytes:
+            request.setResponseCode(302)
+            request.setHeader(b"location", b"/next")
+            request.setHeader(b"content-type", b"text/html")
+            request.setHeader(b"content-encoding", b"gzip")
+            return b""
+
+        self.app.route(b"/moved", redirect)
+        response = await http(
+            self.port,
+            target=b"/moved",
+            headers=[(b"Sec-Fetch-Dest", b"document"), (b"Accept-Encoding", b"gzip")],
+        )
+        self.assertEqual((response.status, response.body), (302, b""))
+        self.assertEqual(response.header(b"location"), [b"/next"])
+
     async def test_a_broken_compressed_page_cuts_the_connection(self) -> None:
         def broken(request: Request) -> bytes:
             request.setHeader(b"content-type", b"text/html")

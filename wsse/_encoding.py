@@ -17,6 +17,7 @@ import brotli
 
 _LEVEL = 6
 _BROTLI_QUALITY = 5
+_GZIP_MAGIC = b"\x1f\x8b"
 # Decoded output comes in pieces of about this size, so that a small, highly
 # compressed body never turns into one huge string.
 PIECE = 64 * 1024
@@ -63,6 +64,7 @@ class _Zlib:
         self._decoder: zlib._Decompress | None = None
         self._head = b""
         self._encoder = zlib.compressobj(_LEVEL, zlib.DEFLATED, wbits)
+        self._trailing = False
 
     def _decoder_for(self, data: bytes) -> zlib._Decompress:
         if self._wbits == zlib.MAX_WBITS:
@@ -72,16 +74,29 @@ class _Zlib:
         return zlib.decompressobj(self._wbits)
 
     def decode(self, data: bytes) -> Iterator[bytes]:
-        if self._decoder is None:
+        if self._trailing:
+            return
+        if self._decoder is None or self._head:
             self._head += data
             if len(self._head) < 2:
                 return
             data, self._head = self._head, b""
+            if self._decoder is not None and not data.startswith(_GZIP_MAGIC):
+                # Bytes after the last gzip member (a newline, padding):
+                # browsers ignore them, and so does wsse.
+                self._trailing = True
+                return
             self._decoder = self._decoder_for(data)
         while True:
             yield from _pieces(self._decoder, data)
             data = self._decoder.unused_data
-            if not (self._decoder.eof and data and self._wbits != zlib.MAX_WBITS):
+            if not (self._decoder.eof and data):
+                return
+            if self._wbits == zlib.MAX_WBITS or not _GZIP_MAGIC.startswith(data[:2]):
+                self._trailing = True  # (as above; and after a deflate stream)
+                return
+            if len(data) < 2:
+                self._head = data  # the next member's first byte; its second is to come
                 return
             # A gzip body may hold several members back to back.
             self._decoder = self._decoder_for(data)

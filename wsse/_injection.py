@@ -208,8 +208,11 @@ class PageRewriter:
     def __init__(self, injector: HTMLInjector, codec: _encoding.Codec | None) -> None:
         self._injector = injector
         self._codec = codec
+        self._empty = True
 
     def feed(self, data: bytes) -> bytes:
+        if data:
+            self._empty = False
         codec = self._codec
         if codec is None:
             return self._injector.feed(data)
@@ -221,6 +224,10 @@ class PageRewriter:
 
     def finish(self) -> bytes:
         """The tail of the body; raises L{_encoding.DecodingError} if the body was cut short."""
+        if self._empty:
+            # No page (a redirect's or a 205's empty body, even one that says
+            # it is compressed, as browsers accept): nothing to add the shim to.
+            return b""
         out = self._injector.close()
         codec = self._codec
         if codec is None:
@@ -233,7 +240,26 @@ _DOCUMENT_DESTINATIONS = frozenset({b"document", b"iframe", b"frame"})
 # Headers that mark a request as a script fetching a fragment (htmx, Turbo, jQuery...).
 _FRAGMENT_MARKERS = (b"hx-request", b"turbo-frame", b"x-requested-with")
 _HTML_TYPES = frozenset({b"text/html"})
-_NOT_UTF16 = (b"utf-16", b"utf-32", b"utf16", b"utf32")
+# Charset labels that browsers decode as UTF-16 (WHATWG Encoding), where the
+# shim's ASCII bytes would be garbage; and any label naming UTF-16 or UTF-32.
+_UTF16_LABELS = frozenset(
+    {
+        b"csunicode",
+        b"iso-10646-ucs-2",
+        b"ucs-2",
+        b"unicode",
+        b"unicodefeff",
+        b"unicodefffe",
+        b"utf-16",
+        b"utf-16be",
+        b"utf-16le",
+    }
+)
+_WIDE_NAMES = (b"utf-16", b"utf-32", b"utf16", b"utf32")
+# Statuses whose response has no body for a browser to read (HEAD aside).
+_BODILESS = frozenset({204, 205, 304})
+# Headers that vouch for the app's exact bytes, untrue once the shim is in.
+_DIGESTS = (b"content-md5", b"digest", b"content-digest", b"repr-digest")
 
 
 def request_wants_page(request_headers: Headers) -> bool | None:
@@ -261,11 +287,36 @@ def _is_html(response_headers: Headers) -> bool:
     values = response_headers.getRawHeaders(b"content-type")
     if not values:
         return False
-    media, _, params = values[0].partition(b";")
+    media, *params = values[0].split(b";")
     if media.strip().lower() not in _HTML_TYPES:
         return False
-    charset = params.lower()
-    return not any(name in charset for name in _NOT_UTF16)
+    for param in params:
+        name, _, value = param.partition(b"=")
+        if name.strip().lower() == b"charset":
+            label = value.strip().strip(b'"').strip().lower()
+            if label in _UTF16_LABELS or any(wide in label for wide in _WIDE_NAMES):
+                return False
+    return True
+
+
+def _is_attachment(response_headers: Headers) -> bool:
+    """Whether the browser saves the response as a file rather than showing it."""
+    disposition = response_headers.getRawHeaders(b"content-disposition", [b""])[0]
+    return disposition.split(b";")[0].strip().lower() == b"attachment"
+
+
+def _may_have_cached_a_page(request_headers: Headers, wants_page: bool | None) -> bool:
+    """
+    Whether a revalidated copy may be one wsse rewrote: a navigation's; or,
+    where the browser does not say (no Fetch Metadata, as on a plain-http
+    host), a copy cached with a weak ETag, or one asked for as HTML.
+    """
+    if wants_page is not None:
+        return wants_page
+    tags = b",".join(request_headers.getRawHeaders(b"if-none-match", []))
+    if tags:
+        return b"W/" in tags
+    return b"text/html" in b",".join(request_headers.getRawHeaders(b"accept", []))
 
 
 def _weaken_etags(response_headers: Headers) -> None:
@@ -297,22 +348,25 @@ def plan_page_rewrite(
     """
     A rewriter for this response, with its headers adjusted; C{None} to pass it through.
 
-    Rewriting drops Content-Length (the body grows) and Accept-Ranges (ranges of
-    the app's bytes are not ranges of these), weakens the ETag (the bytes
-    differ, the meaning does not) and lets the shim through the page's CSP.
+    Rewriting drops Content-Length (the body grows), Accept-Ranges (ranges of
+    the app's bytes are not ranges of these) and the digests of the app's
+    bytes, weakens the ETag (the bytes differ, the meaning does not) and lets
+    the shim through the page's CSP.  A download (an attachment) is left as
+    the app made it.
     Every page says it varies with Sec-Fetch-Dest, so that a browser's cache
     never hands a navigation the copy a fetch got without the shim.
     """
     wants_page = request_wants_page(request_headers)
-    if code == 304 and wants_page is not False:
-        # The cached copy this revalidates may be a rewritten one.
-        _weaken_etags(response_headers)
-        _vary_on_destination(response_headers)
+    if code == 304:
+        if _may_have_cached_a_page(request_headers, wants_page):
+            # The cached copy this revalidates may be a rewritten one.
+            _weaken_etags(response_headers)
+            _vary_on_destination(response_headers)
         return None
-    if not _is_html(response_headers):
+    if not _is_html(response_headers) or _is_attachment(response_headers):
         return None
     _vary_on_destination(response_headers)
-    if wants_page is False or method == b"HEAD" or code in (204, 206):
+    if wants_page is False or method == b"HEAD" or code in _BODILESS or code == 206:
         return None
     try:
         codec = _encoding.codec_for(response_headers.getRawHeaders(b"content-encoding"))
@@ -330,8 +384,8 @@ def plan_page_rewrite(
             report_only, shim.hash_source, nonce, pick_nonce=False
         )
         response_headers.setRawHeaders(b"content-security-policy-report-only", report_only)
-    response_headers.removeHeader(b"content-length")
-    response_headers.removeHeader(b"accept-ranges")
+    for name in (b"content-length", b"accept-ranges", *_DIGESTS):
+        response_headers.removeHeader(name)
     _weaken_etags(response_headers)
     injector = HTMLInjector(
         shim.script_tag(
