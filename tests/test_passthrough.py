@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import socket
+import struct
 from typing import Any
 
 import brotli
@@ -108,6 +110,9 @@ class Headers(ProxyTestCase):
                 (b"Upgrade", b"h2c"),
                 (b"Proxy-Connection", b"keep-alive"),
                 (b"Proxy-Authorization", b"Basic eA=="),
+                (b"Proxy", b"http://elsewhere.example:1"),
+                (b"Proxy-Anything", b"y"),
+                (b"Proxyish", b"kept"),
                 (b"X-End-To-End", b"kept"),
             ],
         )
@@ -120,9 +125,12 @@ class Headers(ProxyTestCase):
             b"upgrade",
             b"proxy-connection",
             b"proxy-authorization",
+            b"proxy",
+            b"proxy-anything",
         ]:
             self.assertNotIn(hop, names)
         self.assertEqual(seen.header(b"x-end-to-end"), [b"kept"])
+        self.assertEqual(seen.header(b"proxyish"), [b"kept"])
 
     async def test_hop_by_hop_response_headers_are_dropped(self) -> None:
         def hops(request: Request) -> bytes:
@@ -657,6 +665,90 @@ class StreamingUploads(ProxyTestCase):
             await task.deferLater(reactor, 0.01, lambda: None)
 
 
+class EarlyAnswerToAHeldUpload(ProxyTestCase):
+    def make_app(self) -> RawAppFactory:
+        self.raw = RawAppFactory(paused=True, keep_data=False)
+        return self.raw
+
+    async def test_the_app_connection_closes_once_the_answer_is_relayed(self) -> None:
+        client = await raw_connection(
+            self.port,
+            b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (64 << 20),
+        )
+        client.transport.write(b"u" * (32 << 20))
+        app = await self.raw.connected.get()
+        # The app reads nothing while the socket buffers fill and wsse's
+        # writes to it pause, then refuses the upload and reads on.
+        await task.deferLater(reactor, 1.0, lambda: None)
+        app.transport.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+        response = parse_response(await client.done)
+        self.assertEqual((response.status, response.body), (413, b"too large"))
+        app.transport.resumeProducing()
+        # wsse drops its connection to the app rather than leave it open for ever.
+        for _ in range(200):
+            if app in self.raw.lost:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertIn(app, self.raw.lost)
+
+
+class StalledUploads(ProxyTestCase):
+    """Neither side of an upload can hold the other's connection for ever."""
+
+    overrides = {"response_timeout": 1.0}
+    site_timeout = 1.0
+
+    def make_app(self) -> RawAppFactory:
+        self.raw = RawAppFactory(keep_data=False)
+        return self.raw
+
+    async def test_an_app_that_takes_none_of_an_upload_gets_a_504(self) -> None:
+        self.raw.paused = True
+        client = await raw_connection(
+            self.port,
+            b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (64 << 20),
+        )
+        client.transport.write(b"u" * (32 << 20))
+        app = await self.raw.connected.get()
+        response = parse_response(await client.done)
+        self.assertEqual(response.status, 504)
+        # wsse dropped its connection to the app.
+        app.transport.resumeProducing()
+        while app not in self.raw.lost:
+            await task.deferLater(reactor, 0.05, lambda: None)
+
+    async def test_a_browser_that_stops_sending_is_cut_as_an_idle_one(self) -> None:
+        client = await raw_connection(
+            self.port,
+            b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"u" * 100_000,
+        )
+        app = await self.raw.connected.get()
+        while app.received < 100_000:
+            await self.raw.arrivals.get()
+        # Nothing more comes: after the idle timeout both connections close.
+        await client.done
+        while app not in self.raw.lost:
+            await task.deferLater(reactor, 0.05, lambda: None)
+
+    async def test_an_upload_that_keeps_coming_is_never_cut(self) -> None:
+        total = 3 * 1024 * 1024
+        client = await raw_connection(
+            self.port,
+            b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total,
+        )
+        app = await self.raw.connected.get()
+        # Slower than both timeouts in all, each piece within them.
+        for _ in range(6):
+            client.transport.write(b"u" * (total // 6))
+            await task.deferLater(reactor, 0.5, lambda: None)
+        while app.received < total:
+            await self.raw.arrivals.get()
+        app.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await task.deferLater(reactor, 0.1, lambda: None)
+        client.transport.loseConnection()
+        self.assertEqual(parse_response(await client.done).status, 204)
+
+
 class HeldUploads(ProxyTestCase):
     site_timeout = 0.5
 
@@ -713,3 +805,33 @@ class RawAppResponses(ProxyTestCase):
             app.transport.write(b"4\r\nlast\r\n0\r\n\r\n")
             await client.done
             await task.deferLater(reactor, 0.02, lambda: None)
+
+    async def test_a_body_ended_by_close_and_cut_by_a_reset_is_cut_for_the_browser(self) -> None:
+        """
+        A response with no length ends when the app closes; a reset (the app
+        crashed) is not an end, and the browser must not take the part as whole.
+        """
+        for app_ends, whole in (
+            (lambda app: app.transport.loseConnection(), True),
+            (_reset, False),
+        ):
+            client = await raw_connection(
+                self.port, b"GET /r HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            app = await self._next_request()
+            app.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\npartial-data"
+            )
+            await client.first_data
+            app_ends(app)
+            raw = await client.done
+            self.assertIn(b"partial-data", raw)
+            self.assertEqual(raw.endswith(b"0\r\n\r\n"), whole)
+
+
+def _reset(app: RawApp) -> None:
+    """Close the app's socket with a reset, as a crashed process's is."""
+    app.transport.getHandle().setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+    )
+    app.transport.abortConnection()

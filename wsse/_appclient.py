@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import cast
 
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -447,6 +448,14 @@ class _AppConnection(Protocol):
             if body is not None:
                 body.stopProducing()
             self._keep_alive = False
+            self._exchange = None
+            if self.transport is not None:
+                # The app waits for bytes that will never come, and a close
+                # would wait for the body's producer (paused while the app
+                # reads slowly): gone, and the connection with it.
+                IConsumer(self.transport).unregisterProducer()
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+            return
         self._exchange = None
         if self.transport is None:
             return
@@ -505,7 +514,8 @@ class _AppConnection(Protocol):
             else:
                 exchange.answer.errback(Failure(ResponseNeverReceived([reason])))
         elif self._response is not None and self._ending is None and not self._ended:
-            if self._framing == b"close" and not self._stopped:
+            if self._framing == b"close" and not self._stopped and reason.check(ConnectionDone):
+                # The app's close ends the body; a reset (a crash) cuts it.
                 self._body_ends(Failure(PotentialDataLoss()))
             else:
                 self._body_ends(Failure(ResponseFailed([reason])))

@@ -66,7 +66,10 @@ def _end_to_end(headers: Headers, also_drop: frozenset[bytes]) -> Headers:
     dropped = HOP_BY_HOP | also_drop | _connection_tokens(headers)
     result = Headers()
     for name, values in headers.getAllRawHeaders():
-        if name.lower() not in dropped:
+        lowered = name.lower()
+        # Any Proxy-*, and Proxy itself: a CGI app would take it for its
+        # HTTP_PROXY setting ("httpoxy").
+        if lowered not in dropped and lowered != b"proxy" and not lowered.startswith(b"proxy-"):
             result.setRawHeaders(name, list(values))
     return result
 

@@ -71,11 +71,22 @@ class Passthrough(Resource):
 
 @implementer(IBodyProducer)
 class _TimedBody:
-    """The request body, reporting when it has all been sent so the response timer can start."""
+    """
+    The request body, telling the exchange when the app holds it back (its
+    socket full), when it takes it again, and when all of it is sent: the
+    response timer runs while the app keeps the body waiting, and from the
+    body's end.
+    """
 
-    def __init__(self, body: IBodyProducer, sent: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        body: IBodyProducer,
+        held: Callable[[], None],
+        taken: Callable[[], None],
+        sent: Callable[[], None],
+    ) -> None:
         self._body = body
-        self._sent = sent
+        self._held, self._taken, self._sent = held, taken, sent
         self.length = body.length
 
     def startProducing(self, consumer: IConsumer) -> defer.Deferred[None]:
@@ -85,9 +96,11 @@ class _TimedBody:
 
     def pauseProducing(self) -> None:
         self._body.pauseProducing()
+        self._held()
 
     def resumeProducing(self) -> None:
         self._body.resumeProducing()
+        self._taken()
 
     def stopProducing(self) -> None:
         self._body.stopProducing()
@@ -120,6 +133,7 @@ class _Exchange:
         self._timed_out = False
         self._body: _BodyRelay | None = None
         self._client_gone = False
+        self._uploading = False
 
     def start(self) -> None:
         request = self._request
@@ -135,7 +149,8 @@ class _Exchange:
             content = request.content
             if not isinstance(content, RequestBody):
                 content = FileBodyProducer(content, self._cooperator)
-            body = _TimedBody(content, self._start_timer)
+            body = _TimedBody(content, self._start_timer, self._stop_timer, self._body_sent)
+            self._uploading = True
         request.notifyFinish().addErrback(self._on_client_gone)
         self._pending = self._agent.request(
             request.method, settings.target.url(self._upstream_path), headers, body
@@ -145,8 +160,13 @@ class _Exchange:
         self._pending.addCallbacks(self._on_response, self._on_failure)
 
     def _start_timer(self) -> None:
-        if self._pending is not None and not self._client_gone:
+        if self._pending is not None and not self._client_gone and self._timer is None:
             self._timer = self._clock.callLater(self._settings.response_timeout, self._time_out)
+
+    def _body_sent(self) -> None:
+        self._uploading = False
+        self._stop_timer()
+        self._start_timer()
 
     def _time_out(self) -> None:
         self._timer = None
@@ -210,7 +230,13 @@ class _Exchange:
             "path": redact_uri(self._upstream_path),
             "code": code,
         }
-        if self._timed_out:
+        if self._timed_out and self._uploading:
+            _log.warn(
+                "{method} {path}: the app took none of the request body for {seconds}s ({code})",
+                seconds=self._settings.response_timeout,
+                **fields,
+            )
+        elif self._timed_out:
             _log.warn(
                 "{method} {path}: no answer from the app within {seconds}s ({code})",
                 seconds=self._settings.response_timeout,

@@ -39,7 +39,7 @@ _HIGH_WATER = 256 * 1024
 class RequestBody:
     """The body of a request still arriving, as a body producer for the client to the app."""
 
-    def __init__(self, request: Request, length: int | None) -> None:
+    def __init__(self, request: StreamingRequest, length: int | None) -> None:
         self._request = request
         self.length = UNKNOWN_LENGTH if length is None else length
         self._consumer: IConsumer | None = None
@@ -72,14 +72,20 @@ class RequestBody:
 
     def _pause_reading(self) -> None:
         # Unconditionally: twisted.web's channel may have resumed reading since.
-        if self._request.transport is not None:
+        request = self._request
+        if request.transport is not None:
             self._paused_reading = True
-            IPushProducer(self._request.transport).pauseProducing()
+            IPushProducer(request.transport).pauseProducing()
+            # The browser is idle because wsse holds it back, not idle.
+            request.channel.setTimeout(None)
 
     def _resume_reading(self) -> None:
-        if self._paused_reading and self._request.transport is not None:
+        request = self._request
+        if self._paused_reading and request.transport is not None:
             self._paused_reading = False
-            IPushProducer(self._request.transport).resumeProducing()
+            IPushProducer(request.transport).resumeProducing()
+            if not self._ended:
+                request.channel.setTimeout(request.idle_timeout)
 
     def close(self) -> None:
         """twisted.web closes a request's content when the response is done."""
@@ -120,7 +126,8 @@ class StreamingRequest(Request):
     content: RequestBody
 
     _streaming = False
-    _idle_timeout: float | None = None
+    #: The channel's idle timeout, which a streamed body's pauses suspend.
+    idle_timeout: float | None = None
 
     def __init__(self, channel: HTTPChannel, *args: object, **kwargs: object) -> None:
         # A proxy hands bodies on as they come: parsing forms into args would
@@ -153,10 +160,11 @@ class StreamingRequest(Request):
             return False
         self._streaming = True
         self.content = RequestBody(self, length)
-        # The channel stops its idle timeout once a body is in; this request
-        # is under way before, and wsse itself may hold the browser back.
-        self._idle_timeout = channel.setTimeout(None)
-        channel._savedTimeOut = self._idle_timeout  # restored after the response
+        # The channel's idle timeout goes on while the body comes (a browser
+        # that stops sending is cut as an idle one is, not held for ever),
+        # except while wsse holds it back; the channel stops it once the body
+        # is in, and restores it after the response.
+        self.idle_timeout = channel.timeOut
         self.process()
         return True
 
@@ -171,8 +179,9 @@ class StreamingRequest(Request):
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._streaming:
-            # The channel has just saved its (already stopped) timeout again.
-            self.channel._savedTimeOut = self._idle_timeout
+            # The channel has just saved its timeout, stopped if wsse was
+            # holding the browser back: the one to restore is the channel's own.
+            self.channel._savedTimeOut = self.idle_timeout
             self.content.end()
         else:
             super().requestReceived(command, path, version)

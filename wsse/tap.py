@@ -105,7 +105,7 @@ class Options(usage.Options):
             "response-timeout",
             None,
             60.0,
-            "Seconds the app may take to start its response (then 504).",
+            "Seconds the app may take to start its response, or hold up a request body (then 504).",
             _seconds,
         ],
         [
@@ -163,7 +163,8 @@ class Options(usage.Options):
             None,
             75.0,
             "Seconds an idle keep-alive connection from a browser or gateway stays open "
-            "(nginx's keepalive_timeout); requests under way, event streams included, are not cut.",
+            "(nginx's keepalive_timeout), and a browser may pause within a request body; "
+            "requests under way, event streams included, are not cut.",
             _seconds,
         ],
         [
