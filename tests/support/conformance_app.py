@@ -20,6 +20,7 @@ WebSockets (every one echoes):
     own code and reason.  A text message C{wsse-cmd:close:CODE:REASON} makes
     the app close with that code (1001 included) and reason;
     C{wsse-cmd:abort} drops the TCP connection without a closing handshake.
+    With C{?greet=TEXT} the app sends TEXT as soon as the socket opens.
   - C{/ws/deny}: refuses every request, an upgrade included, with 403.
 
 Reports (JSON, C{no-store}):
@@ -108,9 +109,11 @@ def _socket_id(path: str) -> str:
 class EchoProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     socket_id = ""
     closing_by_app = False
+    greeting: str | None = None
 
     def onConnect(self, request: Any) -> str | None:
         self.socket_id = request.params.get("id", [""])[0]
+        self.greeting = request.params.get("greet", [None])[0]
         RECORDS.handshakes.append(
             {
                 "id": self.socket_id,
@@ -121,6 +124,10 @@ class EchoProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             }
         )
         return "v2" if "v2" in request.protocols else None
+
+    def onOpen(self) -> None:
+        if self.greeting is not None:
+            self.sendMessage(self.greeting.encode("utf-8"), False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if not isBinary and payload.startswith(COMMAND.encode()):

@@ -42,8 +42,11 @@
 
   /* ---- When to use the fallback ----------------------------------------- */
 
+  /* Declared (and assigned) before readSwitches() below runs: a var used
+   * before its assignment is undefined, and ?wsse=native would clear nothing. */
   var FORCE_KEY = "wsse:force";
   var VERDICT_KEY = "wsse:verdict";
+  var POLLING_KEY = "wsse:poll";
   var REPROBE_MS = 10 * 60 * 1000;
   var pageVerdictAt = 0;
 
@@ -110,10 +113,19 @@
 
   var TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
+  /* WebIDL's DOMString conversion: String(), except that a Symbol throws. */
+  function toDOMString(value, what) {
+    if (typeof value === "symbol") {
+      throw new TypeError("Failed to construct 'WebSocket': Cannot convert a Symbol value to a string (" + what + ").");
+    }
+    return String(value);
+  }
+
   function parseURL(url) {
     var parsed;
+    url = toDOMString(url, "url");
     try {
-      parsed = new URL(String(url), document.baseURI);
+      parsed = new URL(url, document.baseURI);
     } catch (e) {
       throw domError("Failed to construct 'WebSocket': The URL '" + url + "' is invalid.", "SyntaxError");
     }
@@ -126,16 +138,35 @@
       throw domError("Failed to construct 'WebSocket': The URL's scheme must be either 'http', 'https', 'ws', or 'wss'. '" +
         parsed.protocol.slice(0, -1) + "' is not allowed.", "SyntaxError");
     }
-    if (parsed.hash) {
+    /* Any '#' makes a fragment, an empty one too ("ws://h/p#"), which
+     * URL.hash reports as "": the serialized URL keeps it. */
+    if (parsed.hash || parsed.href.indexOf("#") >= 0) {
       throw domError("Failed to construct 'WebSocket': The URL contains a fragment identifier ('" +
         parsed.hash.slice(1) + "'). Fragment identifiers are not allowed in WebSocket URLs.", "SyntaxError");
     }
     return parsed;
   }
 
+  /* The argument is a WebIDL (DOMString or sequence<DOMString>): only an
+   * object with an iterator is a sequence; anything else (null, 5, true, an
+   * object without one) is converted to one string, as natively: null
+   * offers the subprotocol "null". */
   function parseProtocols(protocols) {
-    var list = protocols === undefined ? [] :
-      (typeof protocols === "string" ? [protocols] : Array.from(protocols, String));
+    var list;
+    if (protocols === undefined) {
+      list = [];
+    } else if ((typeof protocols === "object" && protocols !== null) || typeof protocols === "function") {
+      var iterator = protocols[Symbol.iterator];
+      if (iterator === undefined || iterator === null) {
+        list = [toDOMString(protocols, "protocols")];
+      } else if (typeof iterator !== "function") {
+        throw new TypeError("Failed to construct 'WebSocket': The provided value cannot be converted to a sequence.");
+      } else {
+        list = Array.from(protocols, function (item) { return toDOMString(item, "protocols"); });
+      }
+    } else {
+      list = [toDOMString(protocols, "protocols")];
+    }
     var seen = {};
     list.forEach(function (protocol) {
       if (!TOKEN.test(protocol)) {
@@ -333,6 +364,43 @@
     close: function () {}
   };
 
+  /* ---- Delivering the fallback's events to the page ----------------------- */
+
+  /* A browser fires each WebSocket event in a task of its own, so promise
+   * callbacks run between two events: an app may wait for "open" with a
+   * promise and only then listen for messages.  The event stream brings
+   * many events in one chunk (a poll's answer, a resumed stream's replay,
+   * an app that speaks as soon as it opens), so they are queued here and
+   * delivered one per task, in the order they arrived, for every socket of
+   * the page together.  A MessageChannel gives a task without the 4 ms that
+   * nested timers are clamped to. */
+  var deliveries = [];
+  var deliveryQueued = false;
+  var deliveryChannel = new MessageChannel();
+
+  function scheduleDelivery() {
+    if (!deliveryQueued) {
+      deliveryQueued = true;
+      deliveryChannel.port2.postMessage(null);
+    }
+  }
+
+  deliveryChannel.port1.onmessage = function () {
+    deliveryQueued = false;
+    var next = deliveries.shift();
+    if (deliveries.length) {
+      scheduleDelivery(); /* before running it: a throw does not stall the rest */
+    }
+    if (next) {
+      next();
+    }
+  };
+
+  function deliver(task) {
+    deliveries.push(task);
+    scheduleDelivery();
+  }
+
   /* ---- The fallback transport -------------------------------------------- */
 
   var FRAME_OPEN = 1, FRAME_TEXT = 2, FRAME_BINARY = 3, FRAME_CLOSE = 4;
@@ -353,6 +421,8 @@
     this.protocol = "";
     this.extensions = "";
     this.afterProbe = afterProbe;
+    this.serverOpened = false;
+    this.serverClosed = false;
     this.session = currentSession();
     this.number = this.session.add(this);
     var open = encoder.encode(JSON.stringify({ url: path, protocols: state.protocols }));
@@ -445,6 +515,25 @@
       this.bufferedAmount -= size;
     },
 
+    /* An event for this socket came from wsse.  What the session must know
+     * is noted now; what the page sees (readyState included) changes when
+     * the event is delivered, in its own task, after those before it. */
+    arrived: function (name, data) {
+      var transport = this;
+      if (name === "open") {
+        this.serverOpened = true;
+      } else if (name === "close") {
+        this.serverClosed = true;
+      }
+      deliver(function () { transport.handle(name, data); });
+    },
+
+    /* The socket fails (1006) once what arrived before is delivered. */
+    failSoon: function () {
+      var transport = this;
+      deliver(function () { transport.finish(1006, "", false); });
+    },
+
     handle: function (name, data) {
       var owner = this.owner;
       if (name === "open") {
@@ -459,8 +548,8 @@
         }
         owner.dispatchEvent(new Event("open"));
       } else if (name === "text" || name === "binary") {
-        if (this.readyState === CLOSED) {
-          return;
+        if (this.readyState !== OPEN) {
+          return; /* as natively: after close() (CLOSING), a message is dropped */
         }
         var payload = data.d;
         if (name === "binary") {
@@ -519,7 +608,6 @@
   /* An event stream must show its first bytes (its preamble) within this
    * time, or the page switches to long-polls. */
   var PREAMBLE_MS = 2000;
-  var POLLING_KEY = "wsse:poll";
 
   function rememberPolling() {
     var store = storage();
@@ -564,6 +652,10 @@
     this.lastBytesAt = 0;
     this.controller = null;
     this.polling = rememberedPolling();
+    /* Polling since a stream showed no headers in time, not yet shown
+     * to be needed; and, once a poll was as slow, streams are given time. */
+    this.pollOnTrial = false;
+    this.patient = false;
     this.started = false;
     this.ackTimer = null;
     this.idleTimer = null;
@@ -608,19 +700,36 @@
       this.controller = controller;
       this.lastBytesAt = Date.now();
       var polling = this.polling;
+      var onTrial = polling && this.pollOnTrial;
+      var sentAt = Date.now();
       var answered = false;
+      /* Whether the response's headers arrived (lastBytesAt was reset then). */
+      var headersIn = false;
       var watchdog = setInterval(function () {
         if (Date.now() - session.lastBytesAt > session.watchdogMs) {
           controller.abort(); /* a stream gone silent, or a poll never answered: lost */
         }
-        if (!polling && !session.started && Date.now() - session.lastBytesAt > PREAMBLE_MS) {
+        if (polling || session.started || Date.now() - session.lastBytesAt <= PREAMBLE_MS) {
+          return;
+        }
+        if (headersIn) {
           /* Headers but not even the preamble: a gateway holds the stream
-           * back (buffering, compressing).  Long-polls get through it. */
+           * back (buffering, compressing).  Long-polls get through it, for
+           * this page and, for a while, the tab. */
           session.polling = true;
           rememberPolling();
-          answered = true; /* no back-off: poll at once */
-          controller.abort();
+        } else if (!session.patient) {
+          /* Not even the headers: a gateway that holds the stream back may
+           * hold its headers too (nginx compressing it does), or the server
+           * or the network is slow.  A poll tells which (see pollOnTrial);
+           * nothing is remembered for the tab until it has. */
+          session.polling = true;
+          session.pollOnTrial = true;
+        } else {
+          return; /* slow everywhere: the ordinary watchdog judges */
         }
+        answered = true; /* no back-off: poll at once */
+        controller.abort();
       }, 250);
       this.started = false;
       fetch(endpoints + (polling ? "poll" : "events"), {
@@ -639,6 +748,20 @@
         }
         session.downSince = null;
         session.lastBytesAt = Date.now();
+        headersIn = true;
+        if (onTrial && session.pollOnTrial) {
+          session.pollOnTrial = false;
+          if (Date.now() - sentAt <= PREAMBLE_MS) {
+            /* The poll was answered at once where the stream showed nothing:
+             * the stream is held back on the way. */
+            rememberPolling();
+          } else {
+            /* The poll was as slow: the server or the network is, and a
+             * stream is given the time it takes (the next one is a stream). */
+            session.polling = false;
+            session.patient = true;
+          }
+        }
         return session.read(response.body.getReader()).then(function () {
           answered = polling;
         });
@@ -737,7 +860,7 @@
       } else {
         var transport = this.sockets[fields.s];
         if (transport) {
-          transport.handle(name, fields);
+          transport.arrived(name, fields);
         }
       }
       this.acknowledgeSoon();
@@ -795,6 +918,11 @@
       }
       this.posting = true;
       this.batch().then(function (batch) {
+        if (session.ended) {
+          /* The page left while its Blobs were read: the POST sent on
+           * pagehide took over these numbers, and has the last word. */
+          return;
+        }
         var ack = session.lastEventId;
         session.unackedBytes = 0;
         var headers = { "Content-Type": FRAMES_TYPE };
@@ -895,10 +1023,13 @@
       this.end();
       Object.keys(sockets).forEach(function (number) {
         var socket = sockets[number];
-        if (gone && socket.readyState === CONNECTING && !socket.aborted && !socket.reopened) {
+        /* (One whose open or close already came is no longer connecting
+         * for wsse, whatever the page has seen of it yet.) */
+        if (gone && socket.readyState === CONNECTING && !socket.aborted && !socket.reopened &&
+            !socket.serverOpened && !socket.serverClosed) {
           socket.reopen();
         } else {
-          socket.finish(1006, "", false);
+          socket.failSoon();
         }
       });
     },
@@ -916,6 +1047,9 @@
     }
   };
 
+  /* The session a page ended as it went away, for pageshow if it comes back. */
+  var leftSession = null;
+
   /* A page that goes away closes its sockets as a browser does (1001 "going
    * away"), rather than leaving the app to wait out the grace period. */
   window.addEventListener("pagehide", function () {
@@ -923,16 +1057,36 @@
       return;
     }
     var leaving = session;
-    var frames = leaving.queue.filter(function (frame) {
-      return !frame.accepted && frame.payload instanceof Uint8Array;
-    });
+    leftSession = leaving;
+    /* The frames not yet accepted go along, in order and under their own
+     * numbers (the server applies each number once, and an unfinished POST
+     * may carry them too), up to the first Blob not read yet: there is no
+     * time to read it now, and nothing may go after it without it.  A socket
+     * with frames cut off is not closed cleanly, as if all it sent had gone:
+     * it is aborted (the app sees its socket drop). */
+    var queue = leaving.queue;
+    var frames = [];
+    var cutOff = [];
+    var i = 0;
+    while (i < queue.length && queue[i].accepted) {
+      i++;
+    }
+    var seq = i < queue.length ? queue[i].seq : leaving.nextSeq;
+    for (; i < queue.length && queue[i].payload instanceof Uint8Array; i++) {
+      frames.push(queue[i]);
+    }
+    for (; i < queue.length; i++) {
+      if (cutOff.indexOf(queue[i].transport) < 0) {
+        cutOff.push(queue[i].transport);
+      }
+    }
     var numbers = Object.keys(leaving.sockets);
-    var seq = frames.length ? frames[0].seq : leaving.nextSeq;
     var bytes = 8;
     frames.forEach(function (frame) { bytes += 9 + frame.payload.length; });
     var closes = numbers.map(function (number) {
       var transport = leaving.sockets[number];
-      var kind = transport.readyState === CONNECTING ? FRAME_ABORT : FRAME_CLOSE;
+      var kind = transport.readyState === CONNECTING || cutOff.indexOf(transport) >= 0 ?
+        FRAME_ABORT : FRAME_CLOSE;
       var payload = kind === FRAME_CLOSE ? new Uint8Array([1001 >> 8, 1001 & 0xff]) : new Uint8Array(0);
       bytes += 9 + payload.length;
       return { kind: kind, transport: transport, payload: payload };
@@ -965,6 +1119,22 @@
     }).catch(function () { /* gone with the page */ });
   });
 
+  /* A page back from the back/forward cache: its session ended as it left,
+   * so its fallback sockets are dead.  Chromium closes native sockets on
+   * entering the cache (the server sees 1001) and, once the page is back,
+   * fires error then close (1006, not clean) at them, so that the app's
+   * reconnect logic runs: the fallback's sockets do the same. */
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted || leftSession === null) {
+      return;
+    }
+    var left = leftSession;
+    leftSession = null;
+    Object.keys(left.sockets).forEach(function (number) {
+      left.sockets[number].failSoon();
+    });
+  });
+
   /* ---- The WebSocket the page sees ---------------------------------------- */
 
   /* Per-socket state lives here rather than on the instance, so a wrapper
@@ -974,6 +1144,9 @@
   class WebSocket extends EventTarget {
     constructor(url) {
       super();
+      if (arguments.length < 1) {
+        throw new TypeError("Failed to construct 'WebSocket': 1 argument required, but only 0 present.");
+      }
       var protocols = arguments[1];
       var parsed = parseURL(url);
       var list = parseProtocols(protocols);
