@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser
 
+from tests.support.chromium import chromium
 from tests.support.tls import Certificate, make_certificate
 
 
@@ -13,6 +16,13 @@ from tests.support.tls import Certificate, make_certificate
 def certificate(tmp_path: Path) -> Certificate:
     """A self-signed certificate for 127.0.0.1 and localhost, in this test's directory."""
     return make_certificate(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium, one per test module that drives a browser."""
+    with chromium() as launched:
+        yield launched
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

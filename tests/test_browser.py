@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from tests.support import browser_app
-from tests.support.chromium import OTHER_HOST, chromium
+from tests.support.chromium import OTHER_HOST
 from tests.support.processes import ROOT, free_port, running, wsse_command
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -72,12 +72,6 @@ def demo_port(artifacts: Any) -> Iterator[int]:
     command = wsse_command("--demo", "--listen", f"tcp:{port}:interface=127.0.0.1")
     with running(command, port, log=artifacts / "wsse-demo.log"):
         yield port
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @dataclass

@@ -30,7 +30,7 @@ from playwright.sync_api import Browser
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from tests.support.chromium import OTHER_HOST, chromium
+from tests.support.chromium import OTHER_HOST
 from tests.support.processes import ROOT, free_port, http_server_thread, running, wsse_command
 from tests.test_bridge import TEXT, BridgeTestCase
 from wsse import _protocol
@@ -291,12 +291,6 @@ def servers() -> Iterator[tuple[int, int, Path]]:
         ]
         with running(wsse_command(*options), port, log=log):
             yield app_port, port, log
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.mark.parametrize("host", [OTHER_HOST, "127.0.0.1"], ids=["cross-site", "same-site"])

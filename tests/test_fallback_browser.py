@@ -44,7 +44,7 @@ from playwright.sync_api import (
 )
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from tests.support.chromium import OTHER_HOST, chromium
+from tests.support.chromium import OTHER_HOST
 from tests.support.gateways import NginxGateway, nginx_gateway, stalling_relay, wait_until
 from tests.support.processes import ROOT, free_port, running, wsse_command
 
@@ -91,12 +91,6 @@ def wsse_process(app_port: int, log: Path, *options: str) -> Iterator[int]:
 def wsse_port(app_port: int, artifacts: Path) -> Iterator[int]:
     with wsse_process(app_port, artifacts / "wsse.log") as port:
         yield port
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @dataclass

@@ -41,7 +41,6 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Request, WebSocket
 from playwright.sync_api import Error as PlaywrightError
 
-from tests.support.chromium import chromium
 from tests.support.gateways import cutting_relay, nginx_gateway
 from tests.support.matrix import (
     APPS,
@@ -58,12 +57,6 @@ from tests.support.processes import free_port, running, wsse_command
 from wsse._protocol import CARRIED_ENDPOINT, ENDPOINT_SEGMENT, EVENTS_ENDPOINT, POLL_ENDPOINT
 
 ENDPOINTS = "/" + ENDPOINT_SEGMENT.decode() + "/"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @contextmanager

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Request
 
-from tests.support.chromium import chromium
 from tests.support.gateways import cutting_relay
 from tests.support.processes import ROOT, free_port, running
 
@@ -29,12 +28,6 @@ ARTIFACTS = ROOT / "test-artifacts" / "resume"
 # Where the shim remembers, for the tab, that it moved to long polls (a timestamp in ms).
 POLLING_KEY = "wsse:poll"
 ENDPOINTS = "/__wsse/"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -24,24 +24,14 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, Route
 
-from tests.support.chromium import chromium
-from tests.support.processes import ROOT, free_port, running
+from tests.support.processes import ROOT, conformance_app, free_port, running
 
 ARTIFACTS = ROOT / "test-artifacts" / "shim-fidelity"
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture(scope="module")
 def app() -> Iterator[int]:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    command = [sys.executable, "-m", "tests.support.conformance_app", "--port", str(port)]
-    with running(command, port, log=ARTIFACTS / "app.log"):
+    with conformance_app(ARTIFACTS) as port:
         yield port
 
 

@@ -16,26 +16,16 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.support.chromium import chromium
 from tests.support.gateways import nginx_gateway, stalling_relay
-from tests.support.processes import ROOT, free_port, running
+from tests.support.processes import ROOT, conformance_app, free_port, running
 from tests.support.tls import Certificate
 
 ARTIFACTS = ROOT / "test-artifacts" / "shim-lifecycle"
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture(scope="module")
 def app() -> Iterator[int]:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    command = [sys.executable, "-m", "tests.support.conformance_app", "--port", str(port)]
-    with running(command, port, log=ARTIFACTS / "app.log"):
+    with conformance_app(ARTIFACTS) as port:
         yield port
 
 

@@ -90,6 +90,16 @@ def running(
             output.close()  # type: ignore[union-attr]
 
 
+@contextmanager
+def conformance_app(artifacts: Path) -> Iterator[int]:
+    """The conformance app (L{tests.support.conformance_app}) as a process; its port."""
+    artifacts.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [sys.executable, "-m", "tests.support.conformance_app", "--port", str(port)]
+    with running(command, port, log=artifacts / "app.log"):
+        yield port
+
+
 def wsse_command(*options: str) -> list[str]:
     """The console script form of wsse with the given options (foreground)."""
     return [sys.executable, "-m", "wsse", *options]
