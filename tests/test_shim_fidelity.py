@@ -15,6 +15,7 @@ straight to the app) and compares.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, Route
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.support.processes import ROOT, conformance_app, free_port, running
 
@@ -275,10 +277,7 @@ def test_a_server_slow_to_answer_does_not_switch_the_tab_to_long_polls(
     while page.evaluate("window.slow") is None and time.monotonic() < deadline:
         for due, route in [entry for entry in held if entry[0] <= time.monotonic()]:
             held.remove((due, route))
-            try:
-                route.continue_()
-            except Exception:  # noqa: BLE001 - a request the page gave up on meanwhile
-                pass
+            _let_through(route)
         page.wait_for_timeout(50)
     assert page.evaluate("window.slow") == ["through", "fallback"]
     assert page.evaluate("sessionStorage.getItem('wsse:poll')") is None
@@ -286,11 +285,13 @@ def test_a_server_slow_to_answer_does_not_switch_the_tab_to_long_polls(
     page.unroute("**/__wsse/events")
     page.unroute("**/__wsse/poll")
     for _, route in held:
-        try:
-            route.continue_()
-        except Exception:  # noqa: BLE001
-            pass
+        _let_through(route)
     page.context.close()
+
+
+def _let_through(route: Route) -> None:
+    with contextlib.suppress(PlaywrightError):  # a request the page gave up on meanwhile
+        route.continue_()
 
 
 # --- 6 and 7. the constructor's arguments --------------------------------------------
