@@ -364,11 +364,15 @@ class Responses(AppClientCase):
             self.assertFalse(response.headers.hasHeader(b"link"))
 
     async def test_connection_control_headers_are_dropped_others_kept(self) -> None:
-        """As Agent: hop-by-hop headers are not the response's; repeated ones keep their order."""
+        """
+        Hop-by-hop headers are not the response's, nor those Connection names
+        (Agent passes these on); repeated ones keep their order.
+        """
         app, client = self.serve(
             [
                 Reply(
-                    b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+                    b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n"
+                    b"X-Hop: private\r\n"
                     b"Set-Cookie: a=1\r\nX-Other: y\r\nSet-Cookie: b=2\r\nTrailer: X-T\r\n"
                     b"Proxy-Connection: x\r\nTE: trailers\r\nContent-Length: 2\r\n\r\nok"
                 )

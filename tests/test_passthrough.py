@@ -806,6 +806,22 @@ class RawAppResponses(ProxyTestCase):
             await client.done
             await task.deferLater(reactor, 0.02, lambda: None)
 
+    async def test_response_headers_the_app_names_in_connection_are_dropped(self) -> None:
+        client = await raw_connection(
+            self.port, b"GET /r HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        app = await self._next_request()
+        app.transport.write(
+            b"HTTP/1.1 200 OK\r\nConnection: X-Hop, x-other\r\nX-Hop: private\r\n"
+            b"X-Other: private\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok"
+        )
+        response = parse_response(await client.done)
+        self.assertEqual((response.status, response.body), (200, b"ok"))
+        self.assertEqual(response.header(b"x-hop") + response.header(b"x-other"), [])
+        self.assertEqual(response.header(b"x-kept"), [b"yes"])
+        # The app's connection stays pooled: its Connection header named no close.
+        self.assertEqual(self.raw.lost, [])
+
     async def test_a_body_ended_by_close_and_cut_by_a_reset_is_cut_for_the_browser(self) -> None:
         """
         A response with no length ends when the app closes; a reset (the app

@@ -297,6 +297,10 @@ class _AppConnection(Protocol):
             headers.addRawHeader(name, value)
         version = (b"HTTP", 1, 1) if status[0] == b"HTTP/1.1" else (b"HTTP", 1, 0)
         tokens = {t.strip().lower() for v in connection for t in v.split(b",")}
+        for token in tokens:
+            # What Connection names is this hop's too (RFC 9110 7.6.1), not the response's.
+            if headers.hasHeader(token):
+                headers.removeHeader(token)
         self._keep_alive = (
             b"close" not in tokens if version[2] == 1 else b"keep-alive" in tokens
         ) and code != 101
