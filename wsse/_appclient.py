@@ -299,8 +299,7 @@ class _AppConnection(Protocol):
         tokens = {t.strip().lower() for v in connection for t in v.split(b",")}
         for token in tokens:
             # What Connection names is this hop's too (RFC 9110 7.6.1), not the response's.
-            if headers.hasHeader(token):
-                headers.removeHeader(token)
+            headers.removeHeader(token)
         self._keep_alive = (
             b"close" not in tokens if version[2] == 1 else b"keep-alive" in tokens
         ) and code != 101

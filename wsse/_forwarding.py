@@ -20,19 +20,10 @@ from wsse import _protocol
 from wsse._settings import HostHeader, Settings
 from wsse._target import Target
 
-# RFC 9110 section 7.6.1, plus the legacy Proxy-Connection.
+# RFC 9110 section 7.6.1; Proxy-* (Proxy-Authorization, the legacy
+# Proxy-Connection ...) and Proxy are dropped by name in _end_to_end.
 HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-    }
+    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
 
 
@@ -67,7 +58,7 @@ def _end_to_end(headers: Headers, also_drop: frozenset[bytes]) -> Headers:
     result = Headers()
     for name, values in headers.getAllRawHeaders():
         lowered = name.lower()
-        # Any Proxy-*, and Proxy itself: a CGI app would take it for its
+        # Any Proxy-*, and Proxy itself, which a CGI app would take for its
         # HTTP_PROXY setting ("httpoxy").
         if lowered not in dropped and lowered != b"proxy" and not lowered.startswith(b"proxy-"):
             result.setRawHeaders(name, list(values))

@@ -240,22 +240,12 @@ _DOCUMENT_DESTINATIONS = frozenset({b"document", b"iframe", b"frame"})
 # Headers that mark a request as a script fetching a fragment (htmx, Turbo, jQuery...).
 _FRAGMENT_MARKERS = (b"hx-request", b"turbo-frame", b"x-requested-with")
 _HTML_TYPES = frozenset({b"text/html"})
-# Charset labels that browsers decode as UTF-16 (WHATWG Encoding), where the
-# shim's ASCII bytes would be garbage; and any label naming UTF-16 or UTF-32.
-_UTF16_LABELS = frozenset(
-    {
-        b"csunicode",
-        b"iso-10646-ucs-2",
-        b"ucs-2",
-        b"unicode",
-        b"unicodefeff",
-        b"unicodefffe",
-        b"utf-16",
-        b"utf-16be",
-        b"utf-16le",
-    }
-)
+# Charsets where the shim's ASCII bytes would be garbage: any label naming
+# UTF-16 or UTF-32, and the other labels browsers decode as UTF-16 (WHATWG).
 _WIDE_NAMES = (b"utf-16", b"utf-32", b"utf16", b"utf32")
+_UTF16_LABELS = frozenset(
+    {b"csunicode", b"iso-10646-ucs-2", b"ucs-2", b"unicode", b"unicodefeff", b"unicodefffe"}
+)
 # Statuses whose response has no body for a browser to read (HEAD aside).
 _BODILESS = frozenset({204, 205, 304})
 # Headers that vouch for the app's exact bytes, untrue once the shim is in.

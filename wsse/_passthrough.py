@@ -149,7 +149,7 @@ class _Exchange:
             content = request.content
             if not isinstance(content, RequestBody):
                 content = FileBodyProducer(content, self._cooperator)
-            body = _TimedBody(content, self._start_timer, self._stop_timer, self._body_sent)
+            body = _TimedBody(content, self._body_held, self._body_taken, self._body_sent)
             self._uploading = True
         request.notifyFinish().addErrback(self._on_client_gone)
         self._pending = self._agent.request(
@@ -162,6 +162,14 @@ class _Exchange:
     def _start_timer(self) -> None:
         if self._pending is not None and not self._client_gone and self._timer is None:
             self._timer = self._clock.callLater(self._settings.response_timeout, self._time_out)
+
+    def _body_held(self) -> None:
+        if self._uploading:
+            self._start_timer()
+
+    def _body_taken(self) -> None:
+        if self._uploading:  # (once it is all sent, the timer is the response's)
+            self._stop_timer()
 
     def _body_sent(self) -> None:
         self._uploading = False
