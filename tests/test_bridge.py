@@ -593,6 +593,30 @@ class FlowControl(BridgeTestCase):
         event = await page.next_for(1)
         self.assertTrue(base64.b64decode(event.data["d"]).endswith(b"end"))
 
+    async def test_an_acknowledgement_alone_is_answered_while_frames_are_held(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        app = self.ws.open[0]
+        app.transport.pauseProducing()  # the app stops reading
+        server_page = self.page_socket()
+        part = b"x" * 200_000
+        while not server_page._waiting:
+            acknowledged = page.last_id  # what the POST below acknowledges
+            posting = defer.ensureDeferred(page.post([(_protocol.FRAME_BINARY_PART, 1, part)]))
+            while not posting.called and not server_page._waiting:
+                await task.deferLater(reactor, 0.01, lambda: None)
+        self.assertNoResult(posting)
+        while page.last_id == acknowledged:  # the held frames' sent event
+            await task.deferLater(reactor, 0.01, lambda: None)
+        # The page acknowledges it while its frames wait: answered at once, and
+        # applied (the events up to it are no longer kept).
+        self.assertIsNotNone(server_page.state.events_after(acknowledged))
+        self.assertEqual(await page.post([]), 204)
+        self.assertIsNone(server_page.state.events_after(acknowledged))
+        self.assertNoResult(posting)
+        app.transport.resumeProducing()
+        self.assertEqual(await posting, 204)
+
     async def test_big_events_pause_the_app_only_past_the_low_mark_and_not_for_good(
         self,
     ) -> None:

@@ -285,9 +285,14 @@ class _Send(Resource):
             page.end("the page sent frames it should not have", 1006)
             code = 409 if isinstance(e, FrameOutOfOrder) else 400
             return _plain(request, code, b"frames refused\n")
-        # Answered once the app takes what it was sent: the page keeps one POST
-        # in flight, so a slow app holds it back.
-        page.when_drained(request)
+        if frames:
+            # Answered once the app takes what it was sent: the page keeps one
+            # POST of frames in flight, so a slow app holds it back.
+            page.when_drained(request)
+        else:
+            # An acknowledgement alone, which the page sends while its frames
+            # are held back: it is what an app held back by its events waits on.
+            _answer(request)
         return NOT_DONE_YET
 
     def render_HEAD(self, request: Request) -> bytes:

@@ -643,6 +643,8 @@
     this.queue = [];
     this.nextSeq = 0;
     this.posting = false;
+    this.inFlight = null; /* the frames of the POST in flight */
+    this.acking = false;
     this.retryMs = 0;
     this.streamRetryMs = 0;
     this.watchdogMs = 15000;
@@ -910,7 +912,13 @@
 
     post: function () {
       var session = this;
-      if (this.posting || this.id === null || this.ended) {
+      if (this.id === null || this.ended) {
+        return;
+      }
+      if (this.posting) {
+        if (this.heldBack() && !this.acking && this.ackDue()) {
+          this.postAck();
+        }
         return;
       }
       if (this.queue.length === 0 && !this.ackDue()) {
@@ -925,16 +933,8 @@
         }
         var ack = session.lastEventId;
         session.unackedBytes = 0;
-        var headers = { "Content-Type": FRAMES_TYPE };
-        headers[SESSION_HEADER] = session.id;
-        headers[ACK_HEADER] = String(ack);
-        return fetch(endpoints + "send", {
-          method: "POST",
-          headers: headers,
-          body: batch.body,
-          cache: "no-store",
-          credentials: "same-origin"
-        }).then(function (response) {
+        session.inFlight = batch.frames;
+        return session.send(batch.body, ack).then(function (response) {
           var transient = response.status === 408 || response.status === 429 || response.status >= 500;
           if (!response.ok && !transient) {
             /* 410: the server no longer holds the session; others: it refused it */
@@ -961,7 +961,61 @@
         return new Promise(function (resolve) { setTimeout(resolve, session.retryMs); });
       }).then(function () {
         session.posting = false;
+        session.inFlight = null;
         session.post();
+      });
+    },
+
+    /* Whether the server holds the POST in flight back (it said it applied
+     * its frames, and answers once the app's sockets have taken them). */
+    heldBack: function () {
+      var frames = this.inFlight;
+      return frames !== null && frames.length > 0 && frames[frames.length - 1].accepted === true;
+    },
+
+    /* An acknowledgement on its own, while the server holds the frames' POST
+     * back.  It cannot wait for that POST: an app that stops reading while it
+     * cannot write, its events held back until the page acknowledges them,
+     * would never take the frames. */
+    postAck: function () {
+      var session = this;
+      var ack = this.lastEventId;
+      this.acking = true;
+      this.unackedBytes = 0;
+      this.send(new Uint8Array(8), ack).then(function (response) {
+        if (response.ok) {
+          session.ackedEventId = Math.max(session.ackedEventId, ack);
+        }
+      }, function () {
+        /* lost: a later one, or the frames' POST, carries the acknowledgement */
+      }).then(function () {
+        session.acking = false;
+      });
+    },
+
+    /* One POST to the send endpoint.  One unanswered for as long as a silent
+     * stream is taken for lost (a connection a gateway dropped without a word
+     * never answers) is aborted, and its frames go again: the server applies
+     * each frame once, and holds a repeated POST back as it held the first. */
+    send: function (body, ack) {
+      var headers = { "Content-Type": FRAMES_TYPE };
+      headers[SESSION_HEADER] = this.id;
+      headers[ACK_HEADER] = String(ack);
+      var controller = new AbortController();
+      var timer = setTimeout(function () { controller.abort(); }, this.watchdogMs);
+      return fetch(endpoints + "send", {
+        method: "POST",
+        headers: headers,
+        body: body,
+        cache: "no-store",
+        credentials: "same-origin",
+        signal: controller.signal
+      }).then(function (response) {
+        clearTimeout(timer);
+        return response;
+      }, function (error) {
+        clearTimeout(timer);
+        throw error;
       });
     },
 

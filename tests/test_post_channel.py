@@ -1,0 +1,149 @@
+"""
+The fallback's POST channel in Chromium, where it must not stall: an
+acknowledgement does not wait behind frames the server holds back for a slow
+app, and a POST that a gateway never answers goes again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from playwright.sync_api import Browser, Route
+
+from tests.support.processes import ROOT, conformance_app, free_port, running
+
+ARTIFACTS = ROOT / "test-artifacts" / "post-channel"
+
+
+@contextmanager
+def wsse(app: int, log: str, *options: str) -> Iterator[int]:
+    """wsse forcing the fallback in front of the app, as its own process; its port."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "wsse", "--target", f"http://127.0.0.1:{app}",
+        "--listen", f"tcp:{port}:interface=127.0.0.1", "--force-fallback", *options,
+    ]  # fmt: skip
+    with running(command, port, log=ARTIFACTS / log):
+        yield port
+
+
+# --- an acknowledgement while frames are held back ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def streaming_app() -> Iterator[int]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [sys.executable, "-m", "tests.support.streaming_app", "--port", str(port)]
+    with running(command, port, log=ARTIFACTS / "streaming-app.log"):
+        yield port
+
+
+STREAM_WHILE_SENDING = """async ({pushed, sent, size}) => {
+    const ws = new WebSocket(`ws://${location.host}/ws/stream?count=${pushed}&size=${size}&pace=10`);
+    ws.binaryType = "arraybuffer";
+    let received = 0;
+    const all = new Promise((resolve) => {
+        const timer = setTimeout(resolve, 30000);
+        ws.onmessage = (e) => {
+            if (e.data.byteLength === size && ++received === pushed + sent) {
+                clearTimeout(timer);
+                resolve();
+            }
+        };
+    });
+    ws.onopen = () => { for (let i = 0; i < sent; i++) ws.send(new Uint8Array(size)); };
+    await all;
+    ws.close();
+    return {transport: __wsse.transportOf(ws), received};
+}"""
+
+
+def test_an_app_streaming_while_the_page_sends_gets_its_acknowledgements(
+    browser: Browser, streaming_app: int
+) -> None:
+    """
+    The app streams 50 MiB, 10 ms a message, and reads nothing until it is
+    done, while the page sends 12 MiB at once.  The server holds the page's
+    POST back once the app's socket is full, and stops reading the app once
+    4 MiB of events wait for the page's acknowledgement: the
+    acknowledgement must not wait behind that POST (it did, and neither side
+    moved again).  Natively the browser reads while it sends; the fallback
+    gets every message too.
+    """
+    with wsse(streaming_app, "wsse-stream.log") as port:
+        page = browser.new_context().new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        result = page.evaluate(STREAM_WHILE_SENDING, {"pushed": 200, "sent": 48, "size": 262144})
+        page.context.close()
+    assert result == {"transport": "fallback", "received": 248}
+
+
+# --- a POST that is never answered ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[int]:
+    with conformance_app(ARTIFACTS) as port:
+        yield port
+
+
+ECHO = """async (id) => {
+    const ws = new WebSocket(`ws://${location.host}/ws/echo?id=${id}`);
+    const opened = await new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(false), 20000);
+        ws.onopen = () => { clearTimeout(timer); resolve(true); };
+        ws.onclose = () => { clearTimeout(timer); resolve(false); };
+    });
+    if (!opened) return "not open after 20 s: " + ws.readyState;
+    const echoes = [];
+    ws.onmessage = (e) => echoes.push(e.data);
+    ws.send("one");
+    ws.send("two");
+    const deadline = Date.now() + 20000;
+    while (echoes.length < 2 && Date.now() < deadline) await new Promise(r => setTimeout(r, 20));
+    await new Promise(r => setTimeout(r, 200));  // (a duplicate would be here by now)
+    ws.close();
+    return echoes;
+}"""
+
+
+@pytest.mark.parametrize("lost", ["request", "answer"])
+def test_a_post_never_answered_goes_again_and_is_applied_once(
+    browser: Browser, app: int, lost: str
+) -> None:
+    """
+    The first POST of frames (the socket's open) gets no answer, as on a
+    connection a gateway dropped without a word: it never reaches wsse
+    (C{request}), or wsse applies it and its answer never reaches the page
+    (C{answer}).  The page sends it again once it has waited as long as it
+    waits for a silent stream (three heartbeats, 3 s here): the socket
+    opens, once, and echoes.
+    """
+    swallowed: list[str] = []
+
+    def swallow_first(route: Route) -> None:
+        body = route.request.post_data_buffer or b""
+        if len(body) > 8 and not swallowed:  # frames, not an acknowledgement alone
+            swallowed.append(route.request.url)
+            if lost == "answer":
+                route.fetch()  # wsse gets it; the page never hears back
+            return
+        route.continue_()
+
+    with wsse(app, f"wsse-lost-{lost}.log", "--heartbeat", "1") as port:
+        page = browser.new_context().new_page()
+        page.goto(f"http://127.0.0.1:{port}/plain")
+        page.route("**/__wsse/send", swallow_first)
+        echoes = page.evaluate(ECHO, f"lost-{lost}")
+        page.context.close()
+    assert len(swallowed) == 1
+    assert echoes == ["one", "two"]
+    url = f"http://127.0.0.1:{app}/handshakes?id=lost-{lost}"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert len(json.loads(response.read())) == 1
