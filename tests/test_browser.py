@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 from tests.support import browser_app
 from tests.support.chromium import OTHER_HOST
 from tests.support.processes import ROOT, free_port, running, wsse_command
+from wsse._shim import compact
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 # How long a script in the page may take before the test gives up on it.
@@ -32,7 +33,7 @@ SCRIPT_TIMEOUT_MS = 15_000
 
 def _shim_hash() -> str:
     """The shim's C{'sha256-...'} hash source, as CSP messages about it would name it."""
-    source = (ROOT / "wsse" / "shim" / "wsse-shim.js").read_bytes()
+    source = compact((ROOT / "wsse" / "shim" / "wsse-shim.js").read_bytes())
     return "'sha256-" + base64.b64encode(hashlib.sha256(source).digest()).decode("ascii") + "'"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from importlib.resources import files
 
 import brotli
 import pytest
@@ -14,7 +15,7 @@ from twisted.web.http_headers import Headers
 from wsse import Settings, Target
 from wsse._encoding import DecodingError, codec_for, restrict_accept_encoding
 from wsse._injection import HTMLInjector, PageRewriter, plan_page_rewrite, request_wants_page
-from wsse._shim import Shim
+from wsse._shim import Shim, compact
 
 MARK = b"<script>SHIM</script>"
 
@@ -514,3 +515,43 @@ def test_report_only_policies_get_the_hash_not_the_enforced_nonce() -> None:
     assert headers.getRawHeaders(b"content-security-policy") == [b"script-src 'nonce-aaa'"]
     report_only = headers.getRawHeaders(b"content-security-policy-report-only")[0]
     assert SHIM.hash_source in report_only
+
+
+# The shim as pages get it.
+
+
+def test_pages_get_the_shim_without_its_comment_lines_and_indentation() -> None:
+    source = (
+        b"/* A comment\n"
+        b" * on lines of its own. */\n"
+        b"(function () {\n"
+        b"  // a line comment\n"
+        b"\n"
+        b"  var a = '/* not a comment */'; /* one after code stays */\n"
+        b"    /* one line */\n"
+        b"  return a;\n"
+        b"})();\n"
+    )
+    assert compact(source) == (
+        b"(function () {\n"
+        b"var a = '/* not a comment */'; /* one after code stays */\n"
+        b"return a;\n"
+        b"})();\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "source", [b"/* a */ var a = 1;\n", b"/* a\n b */ var a = 1;\n", b"var a;\n/* open\n"]
+)
+def test_a_shim_whose_comments_cannot_be_dropped_by_whole_lines_is_refused(
+    source: bytes,
+) -> None:
+    with pytest.raises(ValueError):
+        compact(source)
+
+
+def test_the_shim_pages_get_is_the_file_compacted() -> None:
+    source = files("wsse").joinpath("shim/wsse-shim.js").read_bytes()
+    served = Shim().source
+    assert served == compact(source)
+    assert len(served) < 0.7 * len(source)

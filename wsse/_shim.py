@@ -6,6 +6,7 @@ would send an absolute C{src} to the wrong place, and an inline script can be
 allowed by any Content-Security-Policy through the page's nonce or the shim's
 hash.  The script text is the same on every page, so its hash is computed once;
 what differs per page travels in an attribute, which a hash does not cover.
+The file's comments, which are for its readers, are left out of pages.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Shim:
 
     def __init__(self, source: bytes | None = None) -> None:
         if source is None:
-            source = files("wsse").joinpath("shim/wsse-shim.js").read_bytes()
+            source = compact(files("wsse").joinpath("shim/wsse-shim.js").read_bytes())
         if not source.isascii():
             raise ValueError("the shim must be ASCII so that it fits any ASCII-compatible page")
         lowered = source.lower()
@@ -74,6 +75,29 @@ class Shim:
         if nonce is not None:
             attributes += b' nonce="' + nonce + b'"'
         return b"<script" + attributes + b">" + self.source + b"</script>"
+
+
+def compact(source: bytes) -> bytes:
+    """
+    The shim without its comment lines, blank lines and indentation: a third
+    less on every page, with nothing that a minifier might get wrong.  Only
+    whole-line comments go; a source with code after a block comment's end
+    on the same line is refused rather than guessed at.
+    """
+    kept = []
+    in_comment = False
+    for number, line in enumerate(source.splitlines(), 1):
+        text = line.strip()
+        if in_comment or text.startswith(b"/*"):
+            end = text.find(b"*/", 0 if in_comment else 2)
+            if 0 <= end < len(text) - 2:
+                raise ValueError(f"shim line {number}: code after the end of a comment")
+            in_comment = end < 0
+        elif text and not text.startswith(b"//"):
+            kept.append(text)
+    if in_comment:
+        raise ValueError("the shim ends inside a comment")
+    return b"\n".join(kept) + b"\n"
 
 
 def endpoint_base(page_path: bytes, mount_path: bytes) -> bytes:
