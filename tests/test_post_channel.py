@@ -1,7 +1,8 @@
 """
 The fallback's POST channel in Chromium, where it must not stall: an
 acknowledgement does not wait behind frames the server holds back for a slow
-app, and a POST that a gateway never answers goes again.
+app, a POST that a gateway never answers goes again, and frames held back for
+long are not taken for a server gone.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ STREAM_WHILE_SENDING = """async ({pushed, sent, size}) => {
     let received = 0;
     const all = new Promise((resolve) => {
         const timer = setTimeout(resolve, 30000);
+        ws.onclose = () => { clearTimeout(timer); resolve(); };
         ws.onmessage = (e) => {
             if (e.data.byteLength === size && ++received === pushed + sent) {
                 clearTimeout(timer);
@@ -147,3 +149,24 @@ def test_a_post_never_answered_goes_again_and_is_applied_once(
     url = f"http://127.0.0.1:{app}/handshakes?id=lost-{lost}"
     with urllib.request.urlopen(url, timeout=5) as response:
         assert len(json.loads(response.read())) == 1
+
+
+def test_frames_held_back_longer_than_the_grace_period_do_not_fail_the_page(
+    browser: Browser, streaming_app: int
+) -> None:
+    """
+    The app reads nothing for 8 s while the page sends 8 MiB: the server
+    holds the page's POST back past three heartbeats (3 s here, after which
+    the page asks again) and past the grace period (2 s), after which a page
+    whose POSTs keep failing gives up.  A POST the server holds back is not a
+    failing one: the socket stays open and every message arrives.
+    """
+    with wsse(streaming_app, "wsse-slow.log", "--heartbeat", "1", "--grace", "2") as port:
+        page = browser.new_context().new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        result = page.evaluate(
+            STREAM_WHILE_SENDING.replace("pace=10", "pace=8000"),
+            {"pushed": 1, "sent": 32, "size": 262144},
+        )
+        page.context.close()
+    assert result == {"transport": "fallback", "received": 33}

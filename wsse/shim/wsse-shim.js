@@ -951,8 +951,13 @@
           session.queue.splice(0, batch.frames.length);
         });
       }).catch(function () {
-        /* a lost POST: the same frames go again, and the server drops any it had */
-        if (session.postFailingSince === null) {
+        /* A lost POST: the same frames go again, and the server drops any it
+         * had.  One whose frames the server said it holds (held back for a
+         * slow app, or its answer lost) is no sign of a server gone, which
+         * the stream would show: it does not count towards giving up. */
+        if (session.heldBack()) {
+          session.postFailingSince = null;
+        } else if (session.postFailingSince === null) {
           session.postFailingSince = Date.now();
         } else if (Date.now() - session.postFailingSince > session.graceMs) {
           session.fail();
