@@ -327,6 +327,25 @@ class ResumeTooLate(BridgeTestCase):
         self.assertEqual(await page.connect(), 410)
         self.assertEqual((await app_closed)[1], 1006)
 
+    async def test_a_late_request_from_before_the_acknowledged_events_is_refused_alone(
+        self,
+    ) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        stale = page.last_id  # what a request the page gave up on now would carry
+        await page.post([(TEXT, 1, b"a")])
+        await page.next_for(1)
+        await page.post([])  # the page acknowledges what it holds
+        # The request it gave up on reaches wsse late (a gateway queued it).
+        late = PageClient(self.port, polling=self.polling)
+        self.addCleanup(late.close)
+        late.headers, late.session, late.last_id = dict(page.headers), page.session, stale
+        self.assertEqual(await late.connect(), 409)
+        # The page and its socket carry on.
+        self.assertEqual(await page.post([(TEXT, 1, b"b")]), 204)
+        self.assertEqual((await page.next_for(1)).data["d"], "b")
+        self.assertEqual(self.ws.closes, [])
+
 
 class ResumeTooLateByPoll(ResumeTooLate):
     """A poll resumes as a stream does: from a cursor the log no longer covers, never."""
@@ -654,6 +673,49 @@ class FlowControl(BridgeTestCase):
         self.assertFalse(server_page.paused)
         await page.post([(TEXT, 1, b"flowing")])
         self.assertEqual((await page.next_for(1)).data["d"], "flowing")
+
+    async def test_a_close_while_the_app_is_paused_gets_the_app_s_clean_close(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        server_page = self.page_socket()
+        await page.post([(TEXT, 1, b"!flood 1500000")])
+        for _ in range(23):
+            await page.next_for(1)
+        server_page._stream.pauseProducing()  # the browser falls behind
+        self.assertTrue(server_page.paused)
+        # The page closes without acknowledging more: the app's close frame
+        # comes behind what wsse no longer reads (it waited there until the
+        # closing handshake timed out, and the page got 1006).
+        held, page.last_id = page.last_id, 0
+        await page.post([(CLOSE, 1, close_payload(1000, "bye"))])
+        page.last_id = held
+        closed = page.next_for(1)
+        closed_in_time = defer.ensureDeferred(closed).addTimeout(3, reactor)
+        event = await closed_in_time
+        self.assertEqual(
+            (event.name, event.data["code"], event.data["reason"], event.data["clean"]),
+            ("close", 1000, "bye", True),
+        )
+        self.assertEqual(self.ws.closes, [(True, 1000, "bye")])
+
+    async def test_a_ping_that_timed_out_while_paused_is_timed_again_once_reading(self) -> None:
+        page = await self.page()
+        await page.open(1, "/ws/echo")
+        app = self.ws.open[0]
+        upstream = self.page_socket().sockets[1]._app
+        app.transport.pauseProducing()  # the app hangs: it reads no ping, sends no pong
+        upstream.pace(True)  # and the page is behind
+        upstream.autoPingTimeout = 0.2
+        if upstream.autoPingPendingCall:
+            upstream.autoPingPendingCall.cancel()
+            upstream.autoPingPendingCall = None
+        upstream._sendAutoPing()
+        await task.deferLater(reactor, 0.4, lambda: None)  # its timeout passes while paused
+        self.assertEqual(upstream.state, upstream.STATE_OPEN)
+        upstream.pace(False)
+        # No pong comes: the app is found out (it never was), and the page told.
+        event = await defer.ensureDeferred(page.next_for(1)).addTimeout(3, reactor)
+        self.assertEqual((event.name, event.data["code"]), ("close", 1006))
 
 
 def access_events(case: BridgeTestCase) -> list[dict[str, Any]]:

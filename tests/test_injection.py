@@ -541,9 +541,17 @@ def test_pages_get_the_shim_without_its_comment_lines_and_indentation() -> None:
 
 
 @pytest.mark.parametrize(
-    "source", [b"/* a */ var a = 1;\n", b"/* a\n b */ var a = 1;\n", b"var a;\n/* open\n"]
+    "source",
+    [
+        b"/* a */ var a = 1;\n",
+        b"/* a\n b */ var a = 1;\n",
+        b"var a;\n/* open\n",
+        b"var a = `x\n  // y\n  z`;\n",
+        b"var a = 'x\\\n  y';\n",
+        b"x(); /* open\n/* inside */\ny();\n",
+    ],
 )
-def test_a_shim_whose_comments_cannot_be_dropped_by_whole_lines_is_refused(
+def test_a_shim_that_compacting_could_change_is_refused(
     source: bytes,
 ) -> None:
     with pytest.raises(ValueError):

@@ -170,3 +170,49 @@ def test_frames_held_back_longer_than_the_grace_period_do_not_fail_the_page(
         )
         page.context.close()
     assert result == {"transport": "fallback", "received": 33}
+
+
+SEND_ONE = """async (size) => {
+    const ws = new WebSocket(`ws://${location.host}/ws/echo?id=slow-upload`);
+    await new Promise((resolve) => { ws.onopen = resolve; ws.onclose = resolve; });
+    if (ws.readyState !== WebSocket.OPEN) return "not open";
+    return await new Promise((resolve) => {
+        const timer = setTimeout(() => resolve("no echo after 30 s"), 30000);
+        ws.onmessage = (e) => { clearTimeout(timer); ws.close(); resolve(e.data.length); };
+        ws.onclose = (e) => { clearTimeout(timer); resolve("closed " + e.code); };
+        ws.send("x".repeat(size));
+    });
+}"""
+
+
+def test_a_post_slower_to_upload_than_three_heartbeats_is_let_finish(
+    browser: Browser, app: int
+) -> None:
+    """
+    A 200 kB message over an upload link of 30 kB/s (Chromium's own
+    throttling) takes about 7 s, past the 3 s after which a POST that moves
+    nothing is taken for lost: it keeps moving, and goes once.
+    """
+    bodies: list[int] = []
+    with wsse(app, "wsse-slow-upload.log", "--heartbeat", "1", "--grace", "10") as port:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{port}/plain")
+        page.on(
+            "request",
+            lambda r: (
+                bodies.append(len(r.post_data_buffer or b""))
+                if r.url.endswith("/__wsse/send")
+                else None
+            ),
+        )
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 30_000},
+        )
+        echoed = page.evaluate(SEND_ONE, 200_000)
+        context.close()
+    assert echoed == 200_000
+    assert [size for size in bodies if size > 100_000] == [200_017]

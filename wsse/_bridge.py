@@ -224,6 +224,15 @@ class _Events(Resource):
                 )
                 return _plain(request, 400, b"bad Last-Event-ID\n")
         if not page.resumable_from(last_id):
+            if last_id < page.state.acknowledged:
+                # From before what the page has acknowledged: a request it gave
+                # up on (see the shim's stream watchdog), delivered late by a
+                # gateway that queued it.  Refused alone; the session goes on.
+                _log.info(
+                    "fallback {endpoint} refused: stale (a request the page gave up on)",
+                    endpoint=_endpoint(request),
+                )
+                return _plain(request, 409, b"a request for events the page has had\n")
             page.end("the page asked to resume from an event no longer kept", 1006)
             return _plain(request, _protocol.SESSION_GONE, b"the session could not resume\n")
         stream: EventStream | EventPoll
@@ -584,6 +593,7 @@ class PageSocket:
         self._closed = False
         self._message_size: int | None = None  # while a message comes in parts
         self._utf8: codecs.IncrementalDecoder | None = None  # while a text message does
+        self._page_closed = False
         self.congested = False
 
     def connect(self, handshake: Handshake) -> None:
@@ -672,9 +682,16 @@ class PageSocket:
     def close_from_page(self, code: int | None, reason: str) -> None:
         app = self._app
         if app is not None and app.opened:
-            close_like(app, code if code is not None else 1005, reason)
+            # The page drops what comes after its close(), as a browser does;
+            # so does wsse, rather than hold it for the page.
+            self._page_closed = True
+            self._close_app(app, code if code is not None else 1005, reason)
         else:
             self.abort_from_page()
+
+    def _close_app(self, app: UpstreamSocket, code: int, reason: str) -> None:
+        close_like(app, code, reason)
+        app.pace(False)  # (the app's close frame must be read, even while the page is behind)
 
     def abort_from_page(self) -> None:
         """The page gave up before the socket opened: it fails, as natively (1006)."""
@@ -701,7 +718,7 @@ class PageSocket:
         )
 
     def upstream_message(self, payload: bytes, is_binary: bool) -> None:
-        if self._closed:
+        if self._closed or self._page_closed:
             return
         name, data = _protocol.message_data(self.number, payload, is_binary)
         if self._page.has_room_for(len(data)):
@@ -716,7 +733,7 @@ class PageSocket:
         )
         reason = "the page fell behind"
         if self._app is not None:
-            close_like(self._app, 1013, reason)
+            self._close_app(self._app, 1013, reason)
         self._finish(1013, reason, clean=True)
 
     def upstream_closing(self, code: int | None, reason: str) -> None:
@@ -765,6 +782,6 @@ class PageSocket:
         self._closed = True
         app = self._app
         if app is not None and app.opened and code != 1006:
-            close_like(app, code, "")
+            self._close_app(app, code, "")
         else:
             self._abandon_app()

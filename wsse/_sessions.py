@@ -53,6 +53,11 @@ class PageState(Protocol):
         ...
 
     @property
+    def acknowledged(self) -> int:
+        """The id of the last event the page has acknowledged (0 for none)."""
+        ...
+
+    @property
     def expected_seq(self) -> int:
         """The sequence number of the next frame to apply."""
         ...
@@ -102,6 +107,10 @@ class MemoryPageState:
     @property
     def unacknowledged(self) -> int:
         return self._size
+
+    @property
+    def acknowledged(self) -> int:
+        return self._acknowledged
 
     @property
     def expected_seq(self) -> int:

@@ -81,8 +81,9 @@ def compact(source: bytes) -> bytes:
     """
     The shim without its comment lines, blank lines and indentation: a third
     less on every page, with nothing that a minifier might get wrong.  Only
-    whole-line comments go; a source with code after a block comment's end
-    on the same line is refused rather than guessed at.
+    whole-line comments go; a source where that could change the code (code
+    after a comment's end, a comment left open after code, a template literal
+    or a string continued on the next line) is refused rather than guessed at.
     """
     kept = []
     in_comment = False
@@ -94,6 +95,11 @@ def compact(source: bytes) -> bytes:
                 raise ValueError(f"shim line {number}: code after the end of a comment")
             in_comment = end < 0
         elif text and not text.startswith(b"//"):
+            if b"`" in text or text.endswith(b"\\"):
+                raise ValueError(f"shim line {number}: a string that may span lines")
+            opened = text.rfind(b"/*")
+            if opened >= 0 and text.find(b"*/", opened + 2) < 0:
+                raise ValueError(f"shim line {number}: a comment left open after code")
             kept.append(text)
     if in_comment:
         raise ValueError("the shim ends inside a comment")

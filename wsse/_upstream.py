@@ -210,16 +210,33 @@ class UpstreamSocket(WebSocketClientProtocol):
     reading_paused = False
 
     def pace(self, paused: bool) -> None:
-        """Stop (or resume) reading from the app while the page cannot keep up."""
+        """
+        Stop (or resume) reading from the app while the page cannot keep up.
+
+        A socket closing is always read: its peer's close frame waits behind
+        what the page has not taken, and the closing handshake would time out.
+        """
+        paused = paused and self.state == self.STATE_OPEN
         self.reading_paused = paused
         if self.transport is not None:
             producer = IPushProducer(self.transport)
             producer.pauseProducing() if paused else producer.resumeProducing()
+        if (
+            not paused
+            and self.autoPingPending
+            and self.autoPingTimeout
+            and not self.autoPingTimeoutCall
+        ):
+            # Its timeout passed while reading was paused (see onAutoPingTimeout):
+            # the pong, if it comes, is read now; it gets the full time again.
+            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+                self.autoPingTimeout, self.onAutoPingTimeout
+            )
 
     def onAutoPingTimeout(self) -> None:
         if self.reading_paused:
             # The pong waits, unread, behind what the page has not taken yet;
-            # once reading resumes it arrives and the pings go on.
+            # once reading resumes it has its time again (see pace).
             self.autoPingTimeoutCall = None
             return
         super().onAutoPingTimeout()

@@ -111,7 +111,7 @@
     return new DOMException(message, name);
   }
 
-  var TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+  var TOKEN = /^[!#$%&'*+\-.^_\x60|~0-9A-Za-z]+$/;
 
   /* WebIDL's DOMString conversion: String(), except that a Symbol throws. */
   function toDOMString(value, what) {
@@ -950,14 +950,18 @@
           session.accepted(batch.frames.length ? batch.frames[batch.frames.length - 1].seq : -1);
           session.queue.splice(0, batch.frames.length);
         });
-      }).catch(function () {
-        /* A lost POST: the same frames go again, and the server drops any it
-         * had.  One whose frames the server said it holds (held back for a
-         * slow app, or its answer lost) is no sign of a server gone, which
-         * the stream would show: it does not count towards giving up. */
-        if (session.heldBack()) {
+      }).catch(function (error) {
+        /* A failed POST: the same frames go again, and the server drops any
+         * it had.  One that only went quiet while the server held its frames
+         * back (for a slow app; or its answer was lost) is asked again at
+         * once, and is no sign of a server gone, which the stream would
+         * show: it does not count towards giving up. */
+        if (error && error.quiet && session.heldBack()) {
+          session.retryMs = 0;
           session.postFailingSince = null;
-        } else if (session.postFailingSince === null) {
+          return null;
+        }
+        if (session.postFailingSince === null) {
           session.postFailingSince = Date.now();
         } else if (Date.now() - session.postFailingSince > session.graceMs) {
           session.fail();
@@ -991,36 +995,59 @@
         if (response.ok) {
           session.ackedEventId = Math.max(session.ackedEventId, ack);
         }
+        return response.ok;
       }, function () {
-        /* lost: a later one, or the frames' POST, carries the acknowledgement */
-      }).then(function () {
-        session.acking = false;
+        return false;
+      }).then(function (ok) {
+        /* Whatever came due meanwhile goes now; after a failure, a little later. */
+        setTimeout(function () {
+          session.acking = false;
+          session.post();
+        }, ok ? 0 : ACK_AFTER_MS);
       });
     },
 
-    /* One POST to the send endpoint.  One unanswered for as long as a silent
-     * stream is taken for lost (a connection a gateway dropped without a word
-     * never answers) is aborted, and its frames go again: the server applies
-     * each frame once, and holds a repeated POST back as it held the first. */
+    /* One POST to the send endpoint, by XMLHttpRequest for its upload's
+     * progress.  One that moves nothing (no byte of its body sent, no
+     * answer) for as long as a silent stream is given is taken for lost (a
+     * connection a gateway dropped without a word never answers) and
+     * aborted, so that its frames go again: the server applies each frame
+     * once, and holds a repeated POST back as it held the first.  A slow
+     * upload keeps moving, and is let finish. */
     send: function (body, ack) {
-      var headers = { "Content-Type": FRAMES_TYPE };
-      headers[SESSION_HEADER] = this.id;
-      headers[ACK_HEADER] = String(ack);
-      var controller = new AbortController();
-      var timer = setTimeout(function () { controller.abort(); }, this.watchdogMs);
-      return fetch(endpoints + "send", {
-        method: "POST",
-        headers: headers,
-        body: body,
-        cache: "no-store",
-        credentials: "same-origin",
-        signal: controller.signal
-      }).then(function (response) {
-        clearTimeout(timer);
-        return response;
-      }, function (error) {
-        clearTimeout(timer);
-        throw error;
+      var session = this;
+      return new Promise(function (resolve, reject) {
+        var xhr = new XMLHttpRequest();
+        var movedAt = Date.now();
+        var quiet = false;
+        var watchdog = setInterval(function () {
+          if (Date.now() - movedAt > session.watchdogMs) {
+            quiet = true;
+            xhr.abort();
+          }
+        }, 250);
+        function moved() {
+          movedAt = Date.now();
+        }
+        function failed() {
+          clearInterval(watchdog);
+          var error = new Error(quiet ? "frames unanswered" : "frames not sent");
+          error.quiet = quiet;
+          reject(error);
+        }
+        xhr.open("POST", endpoints + "send");
+        xhr.setRequestHeader("Content-Type", FRAMES_TYPE);
+        xhr.setRequestHeader(SESSION_HEADER, session.id);
+        xhr.setRequestHeader(ACK_HEADER, String(ack));
+        xhr.upload.onprogress = moved;
+        xhr.upload.onload = moved;
+        xhr.onload = function () {
+          clearInterval(watchdog);
+          resolve({ status: xhr.status, ok: xhr.status >= 200 && xhr.status < 300 });
+        };
+        xhr.onerror = failed;
+        xhr.onabort = failed;
+        xhr.send(body);
       });
     },
 
