@@ -233,7 +233,7 @@ class _Events(Resource):
                     endpoint=_endpoint(request),
                 )
                 return _plain(request, 409, b"a request for events the page has had\n")
-            page.end("the page asked to resume from an event no longer kept", 1006)
+            page.end("the page asked to resume from an event never sent", 1006)
             return _plain(request, _protocol.SESSION_GONE, b"the session could not resume\n")
         stream: EventStream | EventPoll
         if self._poll:
