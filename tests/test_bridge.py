@@ -588,24 +588,32 @@ class FlowControl(BridgeTestCase):
         (page,) = bridge._pages.values()
         return page
 
-    async def test_an_app_that_stops_reading_holds_the_page_s_posts(self) -> None:
-        page = await self.page()
+    async def post_until_held(self, page: PageClient) -> tuple[defer.Deferred[int], int, int]:
+        """
+        Have the app stop reading, and POST until the server holds one back:
+        that POST's answer, how many POSTs it took, and what it acknowledged.
+        """
         await page.open(1, "/ws/echo")
-        app = self.ws.open[0]
-        app.transport.pauseProducing()  # the app stops reading
+        self.ws.open[0].transport.pauseProducing()
         server_page = self.page_socket()
         part = b"x" * 200_000
         sent = 0
         while not server_page._waiting:
             # Each POST is answered while the app's socket takes its bytes, and
             # held once the socket's buffer is full.
+            acknowledged = page.last_id
             posting = defer.ensureDeferred(page.post([(_protocol.FRAME_BINARY_PART, 1, part)]))
             while not posting.called and not server_page._waiting:
                 await task.deferLater(reactor, 0.01, lambda: None)
             sent += 1
+        return posting, sent, acknowledged
+
+    async def test_an_app_that_stops_reading_holds_the_page_s_posts(self) -> None:
+        page = await self.page()
+        posting, sent, _ = await self.post_until_held(page)
         self.assertLess(sent, 200)  # far less than wsse would take without a bound
         self.assertNoResult(posting)
-        app.transport.resumeProducing()
+        self.ws.open[0].transport.resumeProducing()
         self.assertEqual(await posting, 204)
         await page.post([(BINARY, 1, b"end")])
         event = await page.next_for(1)
@@ -613,16 +621,8 @@ class FlowControl(BridgeTestCase):
 
     async def test_an_acknowledgement_alone_is_answered_while_frames_are_held(self) -> None:
         page = await self.page()
-        await page.open(1, "/ws/echo")
-        app = self.ws.open[0]
-        app.transport.pauseProducing()  # the app stops reading
+        posting, _, acknowledged = await self.post_until_held(page)
         server_page = self.page_socket()
-        part = b"x" * 200_000
-        while not server_page._waiting:
-            acknowledged = page.last_id  # what the POST below acknowledges
-            posting = defer.ensureDeferred(page.post([(_protocol.FRAME_BINARY_PART, 1, part)]))
-            while not posting.called and not server_page._waiting:
-                await task.deferLater(reactor, 0.01, lambda: None)
         self.assertNoResult(posting)
         while page.last_id == acknowledged:  # the held frames' sent event
             await task.deferLater(reactor, 0.01, lambda: None)
@@ -632,7 +632,7 @@ class FlowControl(BridgeTestCase):
         self.assertEqual(await page.post([]), 204)
         self.assertIsNone(server_page.state.events_after(acknowledged))
         self.assertNoResult(posting)
-        app.transport.resumeProducing()
+        self.ws.open[0].transport.resumeProducing()
         self.assertEqual(await posting, 204)
 
     async def test_big_events_pause_the_app_only_past_the_low_mark_and_not_for_good(
@@ -658,16 +658,20 @@ class FlowControl(BridgeTestCase):
             self.assertEqual((await page.next_for(1)).name, "binary")
         self.assertFalse(server_page.paused)
 
-    async def test_a_replaced_stream_that_was_paused_does_not_keep_the_app_paused(self) -> None:
-        page = await self.page()
+    async def fall_behind(self, page: PageClient, flood: int) -> Any:
+        """Over 1 MiB the page has not acknowledged, then the browser stops reading."""
         await page.open(1, "/ws/echo")
         server_page = self.page_socket()
-        # Over 1 MiB the page has not acknowledged, then the browser stops reading.
-        await page.post([(TEXT, 1, b"!flood 1000000")])
-        for _ in range(16):
+        await page.post([(TEXT, 1, b"!flood %d" % flood)])
+        for _ in range(-(-flood // 65536)):  # (the app sends 64 KiB messages)
             await page.next_for(1)
         server_page._stream.pauseProducing()
         self.assertTrue(server_page.paused)
+        return server_page
+
+    async def test_a_replaced_stream_that_was_paused_does_not_keep_the_app_paused(self) -> None:
+        page = await self.page()
+        server_page = await self.fall_behind(page, 1_000_000)
         self.assertEqual(await page.connect(), 200)  # the shim gave up on it and reconnected
         self.assertFalse(server_page.paused)
         await page.post([(TEXT, 1, b"flowing")])
@@ -675,13 +679,7 @@ class FlowControl(BridgeTestCase):
 
     async def test_a_close_while_the_app_is_paused_gets_the_app_s_clean_close(self) -> None:
         page = await self.page()
-        await page.open(1, "/ws/echo")
-        server_page = self.page_socket()
-        await page.post([(TEXT, 1, b"!flood 1500000")])
-        for _ in range(23):
-            await page.next_for(1)
-        server_page._stream.pauseProducing()  # the browser falls behind
-        self.assertTrue(server_page.paused)
+        await self.fall_behind(page, 1_500_000)
         # The page closes without acknowledging more: the app's close frame
         # comes behind what wsse no longer reads (it waited there until the
         # closing handshake timed out, and the page got 1006).
