@@ -30,7 +30,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.support.chromium import OTHER_HOST
 from tests.support.gateways import NginxGateway, nginx_gateway, stalling_relay, wait_until
-from tests.support.processes import ROOT, free_port, running, wsse_command
+from tests.support.processes import ROOT, free_port, running, wsse_process
 
 ARTIFACTS = ROOT / "test-artifacts" / "fallback-browser"
 # How long a script in the page may take before the test gives up on it.
@@ -69,21 +68,6 @@ def app_port(artifacts: Path) -> Iterator[int]:
     port = free_port()
     command = [sys.executable, "-m", "tests.support.conformance_app", "--port", str(port)]
     with running(command, port, log=artifacts / "conformance-app.log"):
-        yield port
-
-
-@contextmanager
-def wsse_process(app_port: int, log: Path, *options: str) -> Iterator[int]:
-    """wsse in front of the app, as its own process; yields its port."""
-    port = free_port()
-    command = wsse_command(
-        "--target",
-        f"http://127.0.0.1:{app_port}",
-        "--listen",
-        f"tcp:{port}:interface=127.0.0.1",
-        *options,
-    )
-    with running(command, port, log=log):
         yield port
 
 

@@ -11,26 +11,19 @@ import json
 import sys
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 from playwright.sync_api import Browser, Route
 
-from tests.support.processes import ROOT, conformance_app, free_port, running
+from tests.support.processes import ROOT, conformance_app, free_port, running, wsse_process
 
 ARTIFACTS = ROOT / "test-artifacts" / "post-channel"
 
 
-@contextmanager
-def wsse(app: int, log: str, *options: str) -> Iterator[int]:
-    """wsse forcing the fallback in front of the app, as its own process; its port."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "wsse", "--target", f"http://127.0.0.1:{app}",
-        "--listen", f"tcp:{port}:interface=127.0.0.1", "--force-fallback", *options,
-    ]  # fmt: skip
-    with running(command, port, log=ARTIFACTS / log):
-        yield port
+def wsse(app: int, log: str, *options: str) -> AbstractContextManager[int]:
+    """wsse forcing the fallback in front of the app; its port."""
+    return wsse_process(app, ARTIFACTS / log, "--force-fallback", *options)
 
 
 # --- an acknowledgement while frames are held back ----------------------------------

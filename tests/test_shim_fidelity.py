@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Route
 from playwright.sync_api import Error as PlaywrightError
 
-from tests.support.processes import ROOT, conformance_app, free_port, running
+from tests.support.processes import ROOT, conformance_app, wsse_process
 
 ARTIFACTS = ROOT / "test-artifacts" / "shim-fidelity"
 
@@ -40,12 +39,7 @@ def app() -> Iterator[int]:
 @pytest.fixture(scope="module")
 def fallback(app: int) -> Iterator[int]:
     """wsse forcing the fallback, in front of the app."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "wsse", "--target", f"http://127.0.0.1:{app}",
-        "--listen", f"tcp:{port}:interface=127.0.0.1", "--force-fallback",
-    ]  # fmt: skip
-    with running(command, port, log=ARTIFACTS / "wsse-fallback.log"):
+    with wsse_process(app, ARTIFACTS / "wsse-fallback.log", "--force-fallback") as port:
         yield port
 
 

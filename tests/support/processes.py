@@ -105,6 +105,21 @@ def wsse_command(*options: str) -> list[str]:
     return [sys.executable, "-m", "wsse", *options]
 
 
+@contextmanager
+def wsse_process(app_port: int, log: Path, *options: str) -> Iterator[int]:
+    """wsse in front of the app on 127.0.0.1:C{app_port}, as its own process; its port."""
+    port = free_port()
+    command = wsse_command(
+        "--target",
+        f"http://127.0.0.1:{app_port}",
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        *options,
+    )
+    with running(command, port, log=log):
+        yield port
+
+
 class Blackhole:
     """
     A port where connections hang: it listens, but its accept queue is kept
